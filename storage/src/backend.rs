@@ -19,6 +19,7 @@ use parking_lot::Mutex;
 ///
 /// Reads past the end fail with [`io::ErrorKind::UnexpectedEof`]; writes past the end
 /// extend the object (the gap reads as zeros).
+#[allow(clippy::len_without_is_empty)] // a file's length, not a collection's
 pub trait StorageBackend: Send + Sync + fmt::Debug {
     /// Current length in bytes.
     fn len(&self) -> io::Result<u64>;
@@ -91,7 +92,9 @@ impl MemoryBackend {
     }
 
     pub fn from_bytes(bytes: Vec<u8>) -> Self {
-        Self { data: Arc::new(Mutex::new(bytes)) }
+        Self {
+            data: Arc::new(Mutex::new(bytes)),
+        }
     }
 
     /// A copy of the current contents.
@@ -123,7 +126,10 @@ fn eof() -> io::Error {
 }
 
 fn too_large() -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidInput, "offset too large for an in-memory backend")
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        "offset too large for an in-memory backend",
+    )
 }
 
 impl StorageBackend for MemoryBackend {
@@ -240,9 +246,14 @@ impl FaultBackend {
 
     /// A backend whose durable and current contents are `bytes`.
     pub fn from_bytes(bytes: Vec<u8>) -> Self {
-        let state =
-            FaultState { durable: bytes.clone(), current: bytes, ..FaultState::default() };
-        Self { state: Arc::new(Mutex::new(state)) }
+        let state = FaultState {
+            durable: bytes.clone(),
+            current: bytes,
+            ..FaultState::default()
+        };
+        Self {
+            state: Arc::new(Mutex::new(state)),
+        }
     }
 
     /// After `ops` more writes, syncs or truncations, every call fails with an I/O error.
@@ -338,7 +349,10 @@ impl StorageBackend for FaultBackend {
         let mut s = self.state.lock();
         Self::tick(&mut s)?;
         write_into(&mut s.current, offset, data)?;
-        s.pending.push(PendingOp::Write { offset, data: data.to_vec() });
+        s.pending.push(PendingOp::Write {
+            offset,
+            data: data.to_vec(),
+        });
         Ok(())
     }
 
@@ -372,7 +386,10 @@ mod tests {
         let mut buf = [0u8; 4];
         b.read_at(9, &mut buf).unwrap();
         assert_eq!(&buf, b"\0abc");
-        assert_eq!(b.read_at(11, &mut buf).unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+        assert_eq!(
+            b.read_at(11, &mut buf).unwrap_err().kind(),
+            io::ErrorKind::UnexpectedEof
+        );
     }
 
     #[test]

@@ -41,7 +41,10 @@ pub enum StorageError {
 
 impl StorageError {
     pub(crate) fn corrupted(location: Location, reason: impl Into<String>) -> Self {
-        StorageError::Corrupted { location, reason: reason.into() }
+        StorageError::Corrupted {
+            location,
+            reason: reason.into(),
+        }
     }
 
     pub(crate) fn page(page: u64, reason: impl Into<String>) -> Self {

@@ -2,14 +2,26 @@
 //!
 //! * [`backend`]: the I/O trait every read and write goes through, with file, memory and
 //!   fault-injecting implementations.
-//! * The page file: a copy-on-write B+tree with named tables, one writer and many
-//!   snapshot readers (`Database`).
-//! * [`wal`]: a segmented write-ahead log with group commit.
+//! * The page file ([`Database`]): a copy-on-write B+tree with named tables, one writer
+//!   and any number of snapshot readers. Layout and commit protocol: docs/format.md.
 //!
 //! Nothing here knows about etcd, gRPC or protobuf.
 
 pub mod backend;
+mod btree;
+mod cache;
+pub mod check;
+mod db;
 pub mod error;
+mod header;
+pub mod page;
+mod write;
 
 pub use backend::{CrashMode, FaultBackend, FileBackend, MemoryBackend, StorageBackend, TestRng};
+pub use check::{CheckReport, Stats, TreeStats};
+pub use db::{
+    Database, DatabaseOptions, Durability, Entry, OpenReport, Range, ReadTransaction, Table,
+    ValueGuard,
+};
 pub use error::{Location, Result, StorageError};
+pub use write::{TableMut, WriteTransaction};

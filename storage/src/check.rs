@@ -1,0 +1,482 @@
+//! Integrity: the quick verification run when a file is opened, and the full walk behind
+//! [`crate::Database::check`] and [`crate::Database::stats`].
+
+use std::ops::Bound;
+
+use crate::btree::{self, MAX_DEPTH};
+use crate::db::{Inner, Snapshot, TableMeta};
+use crate::error::{Result, StorageError};
+use crate::header::Slot;
+use crate::page::{self, BranchPage, ChildRef, LeafPage, PageId, PageKind};
+use crate::write::{decode_overflow, decode_record_ids, decode_record_key};
+
+/// Which tree a page belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tree {
+    Catalog,
+    FreeDb,
+    Table,
+}
+
+/// Verifies every page reachable from `slot` that was written after `slot.base_txn`, the
+/// last commit known durable when `slot` was written: each must match the checksum its
+/// parent recorded. Older pages were on disk before this commit started. Returns the
+/// number of pages verified.
+pub(crate) fn verify_since(inner: &Inner, slot: &Slot) -> Result<u64> {
+    let mut v = Verifier {
+        inner,
+        slot,
+        pages: 0,
+    };
+    for root in [slot.catalog, slot.freedb].into_iter().flatten() {
+        let tree = if Some(root) == slot.catalog {
+            Tree::Catalog
+        } else {
+            Tree::FreeDb
+        };
+        v.verify(root, tree, 0)?;
+    }
+    Ok(v.pages)
+}
+
+struct Verifier<'a> {
+    inner: &'a Inner,
+    slot: &'a Slot,
+    pages: u64,
+}
+
+impl Verifier<'_> {
+    fn verify(&mut self, r: ChildRef, tree: Tree, depth: usize) -> Result<()> {
+        if depth >= MAX_DEPTH {
+            return Err(StorageError::page(r.page, "tree too deep (a cycle?)"));
+        }
+        if r.page >= self.slot.page_count {
+            return Err(StorageError::page(
+                r.page,
+                "referenced page beyond the page count",
+            ));
+        }
+        let p = self.inner.read_page_uncached(r.page)?;
+        if page::stored_crc(&p) != r.crc {
+            return Err(StorageError::page(
+                r.page,
+                "checksum differs from the one its parent recorded",
+            ));
+        }
+        let txn = page::txn_id(&p);
+        if txn > self.slot.txn {
+            return Err(StorageError::page(
+                r.page,
+                format!("written by txn {txn}, newer than the commit"),
+            ));
+        }
+        if txn <= self.slot.base_txn {
+            return Ok(());
+        }
+        self.pages += 1;
+        match PageKind::from_byte(page::kind_byte(&p)) {
+            Some(PageKind::Branch) => {
+                let b = BranchPage::new(&p);
+                for i in 0..b.children() {
+                    self.verify(b.child(i), tree, depth + 1)?;
+                }
+            }
+            Some(PageKind::Leaf) => {
+                let leaf = LeafPage::new(&p);
+                for i in 0..leaf.len() {
+                    let (bytes, overflow) = leaf.stored_value(i);
+                    if overflow {
+                        let r = decode_overflow(bytes)
+                            .map_err(|_| StorageError::page(r.page, "bad overflow descriptor"))?;
+                        let ids = btree::overflow_pages(&UncachedSource(self.inner), r)?;
+                        btree::read_overflow(&UncachedSource(self.inner), r)?;
+                        self.pages += ids.len() as u64;
+                    }
+                    if tree == Tree::Catalog {
+                        if let Some(root) = TableMeta::decode(bytes, r.page)?.root {
+                            self.verify(root, Tree::Table, 0)?;
+                        }
+                    }
+                }
+            }
+            _ => return Err(StorageError::page(r.page, "expected a tree page")),
+        }
+        Ok(())
+    }
+}
+
+/// Reads straight from the backend, so checks look at what is on disk.
+struct UncachedSource<'a>(&'a Inner);
+
+impl btree::PageSource for UncachedSource<'_> {
+    fn page_size(&self) -> usize {
+        self.0.page_size
+    }
+    fn load(&self, id: PageId) -> Result<std::sync::Arc<[u8]>> {
+        Ok(self.0.read_page_uncached(id)?.into())
+    }
+}
+
+/// Shape and size of one tree.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TreeStats {
+    pub entries: u64,
+    pub leaf_pages: u64,
+    pub branch_pages: u64,
+    pub overflow_pages: u64,
+    /// Levels from the root to the deepest leaf (1: the root is a leaf; 0: empty).
+    pub depth: u64,
+    /// Bytes of leaf and branch pages holding headers, keys, values and references.
+    pub used_bytes: u64,
+    /// Bytes of overflow values.
+    pub overflow_bytes: u64,
+}
+
+impl TreeStats {
+    pub fn pages(&self) -> u64 {
+        self.leaf_pages + self.branch_pages + self.overflow_pages
+    }
+}
+
+/// Statistics of a committed state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub page_size: u64,
+    /// Transaction id of the commit described.
+    pub txn: u64,
+    /// Pages below the high-water mark (including the header page).
+    pub page_count: u64,
+    pub file_len: u64,
+    pub leaf_pages: u64,
+    pub branch_pages: u64,
+    pub overflow_pages: u64,
+    /// Pages listed in the free DB (reusable now or once readers finish).
+    pub free_pages: u64,
+    /// Pages of the catalog and of the free DB itself.
+    pub catalog: TreeStats,
+    pub freedb: TreeStats,
+    /// Per table, by name.
+    pub tables: Vec<(String, TreeStats)>,
+}
+
+impl Stats {
+    /// Fraction of leaf and branch page bytes in use.
+    pub fn fill_factor(&self) -> f64 {
+        let used: u64 = self.tables.iter().map(|(_, t)| t.used_bytes).sum::<u64>()
+            + self.catalog.used_bytes
+            + self.freedb.used_bytes;
+        let pages = self.leaf_pages + self.branch_pages;
+        if pages == 0 {
+            return 0.0;
+        }
+        used as f64 / (pages * self.page_size) as f64
+    }
+
+    /// Deepest tree.
+    pub fn max_depth(&self) -> u64 {
+        self.tables
+            .iter()
+            .map(|(_, t)| t.depth)
+            .chain([self.catalog.depth, self.freedb.depth])
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// What [`crate::Database::check`] found.
+#[derive(Debug, Clone, Default)]
+pub struct CheckReport {
+    /// Every problem found, each naming the page and what is wrong. Empty: the file is sound.
+    pub problems: Vec<String>,
+    pub stats: Stats,
+}
+
+impl CheckReport {
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mark {
+    Unseen,
+    Reachable,
+    Free,
+}
+
+struct Walker<'a> {
+    inner: &'a Inner,
+    snap: &'a Snapshot,
+    marks: Vec<Mark>,
+    problems: Vec<String>,
+    stats: Stats,
+}
+
+/// Walks the whole committed state: every page below the high-water mark must be
+/// reachable exactly once or listed free exactly once; checksums match; keys ordered.
+pub(crate) fn check(inner: &Inner, snap: &Snapshot) -> Result<CheckReport> {
+    let mut w = Walker {
+        inner,
+        snap,
+        marks: vec![Mark::Unseen; usize::try_from(snap.page_count).unwrap_or(0).min(1 << 34)],
+        problems: Vec::new(),
+        stats: Stats {
+            page_size: inner.page_size as u64,
+            txn: snap.txn,
+            page_count: snap.page_count,
+            file_len: inner.backend.len()?,
+            ..Stats::default()
+        },
+    };
+    if let Some(m) = w.marks.first_mut() {
+        *m = Mark::Reachable; // the header page
+    }
+    let mut catalog = TreeStats::default();
+    let mut tables = Vec::new();
+    w.walk(snap.catalog, Tree::Catalog, &mut catalog, &mut tables);
+    let mut freedb = TreeStats::default();
+    let mut free_ids = Vec::new();
+    w.walk(snap.freedb, Tree::FreeDb, &mut freedb, &mut free_ids);
+    for id in free_ids {
+        w.mark(id, Mark::Free, "listed free");
+    }
+    let mut table_stats = Vec::new();
+    for (name, meta) in tables {
+        let mut ts = TreeStats::default();
+        w.walk(meta.root, Tree::Table, &mut ts, &mut Vec::<PageId>::new());
+        if ts.entries != meta.len {
+            w.problems.push(format!(
+                "table {name:?}: catalog says {} entries, tree holds {}",
+                meta.len, ts.entries
+            ));
+        }
+        table_stats.push((name, ts));
+    }
+    for (id, m) in w.marks.iter().enumerate() {
+        if *m == Mark::Unseen {
+            w.problems
+                .push(format!("page {id}: neither reachable nor free (leaked)"));
+        }
+    }
+    if w.stats.file_len < snap.page_count * inner.page_size as u64 {
+        w.problems.push(format!(
+            "file is {} bytes, shorter than its {} pages",
+            w.stats.file_len, snap.page_count
+        ));
+    }
+    w.stats.free_pages = w.marks.iter().filter(|m| **m == Mark::Free).count() as u64;
+    for t in table_stats
+        .iter()
+        .map(|(_, t)| t)
+        .chain([&catalog, &freedb])
+    {
+        w.stats.leaf_pages += t.leaf_pages;
+        w.stats.branch_pages += t.branch_pages;
+        w.stats.overflow_pages += t.overflow_pages;
+    }
+    w.stats.catalog = catalog;
+    w.stats.freedb = freedb;
+    w.stats.tables = table_stats;
+    Ok(CheckReport {
+        problems: w.problems,
+        stats: w.stats,
+    })
+}
+
+/// Items collected from a tree's leaves for the caller: tables from the catalog, free page
+/// ids from the free DB.
+trait Collect {
+    fn collect(&mut self, w: &mut Walker<'_>, at: PageId, key: &[u8], value: &[u8]);
+}
+
+impl Collect for Vec<(String, TableMeta)> {
+    fn collect(&mut self, w: &mut Walker<'_>, at: PageId, key: &[u8], value: &[u8]) {
+        match TableMeta::decode(value, at) {
+            Ok(m) => self.push((String::from_utf8_lossy(key).into_owned(), m)),
+            Err(e) => w.problems.push(e.to_string()),
+        }
+    }
+}
+
+impl Collect for Vec<PageId> {
+    fn collect(&mut self, w: &mut Walker<'_>, at: PageId, key: &[u8], value: &[u8]) {
+        match (decode_record_key(key), decode_record_ids(value)) {
+            (Some((txn, _)), Some(ids)) => {
+                if txn > w.snap.txn {
+                    w.problems
+                        .push(format!("page {at}: free-list record from future txn {txn}"));
+                }
+                self.extend(ids);
+            }
+            _ => w
+                .problems
+                .push(format!("page {at}: malformed free-list record")),
+        }
+    }
+}
+
+impl Walker<'_> {
+    fn mark(&mut self, id: PageId, as_: Mark, what: &str) -> bool {
+        let Some(m) = usize::try_from(id).ok().and_then(|i| self.marks.get_mut(i)) else {
+            self.problems.push(format!(
+                "page {id}: {what}, but beyond the page count {}",
+                self.snap.page_count
+            ));
+            return false;
+        };
+        if id == 0 {
+            self.problems
+                .push(format!("page 0: {what}, but it is the header"));
+            return false;
+        }
+        match *m {
+            Mark::Unseen => {
+                *m = as_;
+                true
+            }
+            Mark::Reachable => {
+                self.problems.push(format!(
+                    "page {id}: {what}, but already reachable elsewhere"
+                ));
+                false
+            }
+            Mark::Free => {
+                self.problems
+                    .push(format!("page {id}: {what}, but already listed free"));
+                false
+            }
+        }
+    }
+
+    fn walk<C: Collect>(
+        &mut self,
+        root: Option<ChildRef>,
+        tree: Tree,
+        ts: &mut TreeStats,
+        out: &mut C,
+    ) {
+        if let Some(r) = root {
+            self.walk_page(r, tree, ts, out, Bound::Unbounded, Bound::Unbounded, 1);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn walk_page<C: Collect>(
+        &mut self,
+        r: ChildRef,
+        tree: Tree,
+        ts: &mut TreeStats,
+        out: &mut C,
+        lo: Bound<Vec<u8>>,
+        hi: Bound<Vec<u8>>,
+        depth: u64,
+    ) {
+        if depth as usize > MAX_DEPTH {
+            self.problems.push(format!(
+                "page {}: tree deeper than {MAX_DEPTH} levels",
+                r.page
+            ));
+            return;
+        }
+        if !self.mark(r.page, Mark::Reachable, "reachable") {
+            return;
+        }
+        let p = match self.inner.read_page_uncached(r.page) {
+            Ok(p) => p,
+            Err(e) => {
+                self.problems.push(e.to_string());
+                return;
+            }
+        };
+        if page::stored_crc(&p) != r.crc {
+            self.problems.push(format!(
+                "page {}: checksum differs from the one its parent recorded",
+                r.page
+            ));
+        }
+        if page::txn_id(&p) > self.snap.txn {
+            self.problems.push(format!(
+                "page {}: written by a txn newer than the commit",
+                r.page
+            ));
+        }
+        ts.depth = ts.depth.max(depth);
+        match PageKind::from_byte(page::kind_byte(&p)) {
+            Some(PageKind::Branch) => {
+                let b = BranchPage::new(&p);
+                ts.branch_pages += 1;
+                ts.used_bytes += b.used_bytes() as u64;
+                for i in 0..b.children() {
+                    let clo = if i == 0 {
+                        lo.clone()
+                    } else {
+                        Bound::Included(b.key(i - 1).to_vec())
+                    };
+                    let chi = if i + 1 == b.children() {
+                        hi.clone()
+                    } else {
+                        Bound::Excluded(b.key(i).to_vec())
+                    };
+                    if i > 0 && !btree::in_bounds(b.key(i - 1), &lo, &hi) {
+                        self.problems.push(format!(
+                            "page {}: separator {} outside its parent's range",
+                            r.page,
+                            i - 1
+                        ));
+                    }
+                    self.walk_page(b.child(i), tree, ts, out, clo, chi, depth + 1);
+                }
+            }
+            Some(PageKind::Leaf) => {
+                let leaf = LeafPage::new(&p);
+                ts.leaf_pages += 1;
+                ts.used_bytes += leaf.used_bytes() as u64;
+                ts.entries += leaf.len() as u64;
+                for i in 0..leaf.len() {
+                    if !btree::in_bounds(leaf.key(i), &lo, &hi) {
+                        self.problems.push(format!(
+                            "page {}: key {i} outside its parent's range",
+                            r.page
+                        ));
+                    }
+                    let (bytes, overflow) = leaf.stored_value(i);
+                    if overflow {
+                        self.walk_overflow(r.page, bytes, ts);
+                    } else if tree != Tree::Table {
+                        out.collect(self, r.page, leaf.key(i), bytes);
+                    }
+                }
+            }
+            _ => self
+                .problems
+                .push(format!("page {}: expected a tree page", r.page)),
+        }
+    }
+
+    fn walk_overflow(&mut self, at: PageId, desc: &[u8], ts: &mut TreeStats) {
+        let Ok(r) = decode_overflow(desc) else {
+            self.problems
+                .push(format!("page {at}: malformed overflow descriptor"));
+            return;
+        };
+        let src = UncachedSource(self.inner);
+        match btree::overflow_pages(&src, r) {
+            Ok(ids) => {
+                for id in &ids {
+                    self.mark(*id, Mark::Reachable, "in an overflow chain");
+                }
+                ts.overflow_pages += ids.len() as u64;
+                ts.overflow_bytes += r.len;
+            }
+            Err(e) => {
+                self.problems
+                    .push(format!("overflow value referenced from page {at}: {e}"));
+                return;
+            }
+        }
+        if let Err(e) = btree::read_overflow(&src, r) {
+            self.problems
+                .push(format!("overflow value referenced from page {at}: {e}"));
+        }
+    }
+}

@@ -1,0 +1,729 @@
+//! The page file: opening and recovery, snapshots, and read transactions.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::backend::{FileBackend, StorageBackend};
+use crate::btree::{self, Cursor, PageSource, Seek};
+use crate::cache::PageCache;
+use crate::error::{Location, Result, StorageError};
+use crate::header::{self, Slot, HEADER_BYTES, SLOT_LEN, SLOT_OFFSETS};
+use crate::page::{self, ChildRef, LeafPage, LeafValue, PageId, PageKind};
+use crate::write::WriteTransaction;
+
+/// How a commit is made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// The commit is on disk when `commit` returns (one `fdatasync`).
+    Durable,
+    /// The commit is visible to new transactions at once and becomes durable with the
+    /// next durable commit; a crash before that loses it (and every deferred commit
+    /// since the last durable one), never anything older.
+    Deferred,
+}
+
+/// Options fixed when a page file is created or opened.
+#[derive(Debug, Clone)]
+pub struct DatabaseOptions {
+    /// Page size for a new file (a power of two, 1 KiB to 64 KiB). An existing file
+    /// keeps the page size it was created with.
+    pub page_size: usize,
+    /// Bytes of validated pages kept in memory.
+    pub cache_bytes: usize,
+}
+
+impl Default for DatabaseOptions {
+    fn default() -> Self {
+        DatabaseOptions {
+            page_size: 4096,
+            cache_bytes: 256 << 20,
+        }
+    }
+}
+
+/// The roots and size of one committed state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Snapshot {
+    pub txn: u64,
+    pub catalog: Option<ChildRef>,
+    pub freedb: Option<ChildRef>,
+    pub page_count: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Committed {
+    pub snap: Snapshot,
+    /// The newest commit known to be on disk.
+    pub last_durable: u64,
+    /// The slot holding `last_durable`; the next durable commit writes the other one.
+    pub active_slot: usize,
+}
+
+pub(crate) struct Inner {
+    pub backend: Arc<dyn StorageBackend>,
+    pub page_size: usize,
+    pub cache: PageCache,
+    pub committed: Mutex<Committed>,
+    /// Live readers per snapshot txn id.
+    pub readers: Mutex<BTreeMap<u64, usize>>,
+    writer_busy: Mutex<bool>,
+    writer_cv: Condvar,
+    /// Set when a commit failed part-way: the in-memory state may no longer match the
+    /// file, so writes are refused until the file is reopened.
+    pub poisoned: AtomicBool,
+}
+
+impl fmt::Debug for Inner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Inner")
+            .field("page_size", &self.page_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Inner {
+    /// Reads and validates a page from the backend, bypassing the cache.
+    pub(crate) fn read_page_uncached(&self, id: PageId) -> Result<Vec<u8>> {
+        if id == 0 {
+            return Err(StorageError::page(
+                0,
+                "page 0 is the header, not a tree page",
+            ));
+        }
+        let mut buf = vec![0u8; self.page_size];
+        let off = id
+            .checked_mul(self.page_size as u64)
+            .ok_or_else(|| StorageError::page(id, "page number overflows a file offset"))?;
+        self.backend.read_at(off, &mut buf).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                StorageError::page(id, "page lies beyond the end of the file (truncated file?)")
+            } else {
+                StorageError::Io(e)
+            }
+        })?;
+        page::validate(&buf, id)?;
+        Ok(buf)
+    }
+
+    pub(crate) fn end_writer(&self) {
+        *self.writer_busy.lock() = false;
+        self.writer_cv.notify_one();
+    }
+
+    pub(crate) fn begin_writer(&self) {
+        let mut busy = self.writer_busy.lock();
+        while *busy {
+            self.writer_cv.wait(&mut busy);
+        }
+        *busy = true;
+    }
+
+    /// Oldest snapshot a live reader holds, if any.
+    pub(crate) fn oldest_reader(&self) -> Option<u64> {
+        self.readers.lock().keys().next().copied()
+    }
+
+    pub(crate) fn register_reader(&self) -> Snapshot {
+        // Hold `committed` while registering so a commit cannot slip between reading the
+        // snapshot and recording it (the writer reads `readers` under the same lock).
+        let c = self.committed.lock();
+        *self.readers.lock().entry(c.snap.txn).or_insert(0) += 1;
+        c.snap
+    }
+
+    pub(crate) fn unregister_reader(&self, txn: u64) {
+        let mut r = self.readers.lock();
+        if let Some(n) = r.get_mut(&txn) {
+            *n -= 1;
+            if *n == 0 {
+                r.remove(&txn);
+            }
+        }
+    }
+}
+
+impl PageSource for Inner {
+    fn page_size(&self) -> usize {
+        self.page_size
+    }
+
+    fn load(&self, id: PageId) -> Result<Arc<[u8]>> {
+        if let Some(p) = self.cache.get(id) {
+            return Ok(p);
+        }
+        let page: Arc<[u8]> = self.read_page_uncached(id)?.into();
+        self.cache.insert(id, page.clone());
+        Ok(page)
+    }
+}
+
+/// A page file: named ordered tables of byte strings, one writer, many snapshot readers.
+#[derive(Debug, Clone)]
+pub struct Database {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// What opening a file found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenReport {
+    /// Transaction id of the commit that was opened.
+    pub txn: u64,
+    /// Pages checked because they were written after the last commit known durable.
+    pub pages_verified: u64,
+    /// Set when the newest commit slot was unusable and the older one was opened; says why.
+    pub fell_back: Option<String>,
+}
+
+impl Database {
+    /// Creates a new, empty page file on `backend` (which must be empty).
+    pub fn create(backend: Arc<dyn StorageBackend>, opts: DatabaseOptions) -> Result<Database> {
+        let ps = opts.page_size;
+        if !ps.is_power_of_two() || !(page::MIN_PAGE_SIZE..=page::MAX_PAGE_SIZE).contains(&ps) {
+            return Err(StorageError::InvalidArgument(format!(
+                "page size {ps} is not a power of two between {} and {}",
+                page::MIN_PAGE_SIZE,
+                page::MAX_PAGE_SIZE
+            )));
+        }
+        if backend.len()? != 0 {
+            return Err(StorageError::InvalidArgument(
+                "refusing to create over a non-empty file".into(),
+            ));
+        }
+        let mut page0 = vec![0u8; ps];
+        page0[..HEADER_BYTES].copy_from_slice(&header::encode_header(ps));
+        let slot = Slot {
+            txn: 1,
+            catalog: None,
+            freedb: None,
+            page_count: 1,
+            base_txn: 0,
+        };
+        let s0 = SLOT_OFFSETS[0] as usize;
+        page0[s0..s0 + SLOT_LEN].copy_from_slice(&slot.encode());
+        backend.write_at(0, &page0)?;
+        backend.sync_data()?;
+        Ok(Self::from_slot(backend, &opts, ps, slot, 0))
+    }
+
+    fn from_slot(
+        backend: Arc<dyn StorageBackend>,
+        opts: &DatabaseOptions,
+        ps: usize,
+        slot: Slot,
+        active_slot: usize,
+    ) -> Database {
+        let snap = Snapshot {
+            txn: slot.txn,
+            catalog: slot.catalog,
+            freedb: slot.freedb,
+            page_count: slot.page_count,
+        };
+        Database {
+            inner: Arc::new(Inner {
+                backend,
+                page_size: ps,
+                cache: PageCache::new(opts.cache_bytes, ps),
+                committed: Mutex::new(Committed {
+                    snap,
+                    last_durable: slot.txn,
+                    active_slot,
+                }),
+                readers: Mutex::new(BTreeMap::new()),
+                writer_busy: Mutex::new(false),
+                writer_cv: Condvar::new(),
+                poisoned: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Opens an existing page file, recovering from a crash if needed: the newest commit
+    /// slot is used if every page written since the last known-durable commit verifies,
+    /// otherwise the older slot.
+    pub fn open(backend: Arc<dyn StorageBackend>, opts: DatabaseOptions) -> Result<Database> {
+        Self::open_with_report(backend, opts).map(|(db, _)| db)
+    }
+
+    pub fn open_with_report(
+        backend: Arc<dyn StorageBackend>,
+        opts: DatabaseOptions,
+    ) -> Result<(Database, OpenReport)> {
+        let mut head = vec![0u8; HEADER_BYTES];
+        backend.read_at(0, &mut head).map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => {
+                StorageError::corrupted(Location::Header, "file is too short for a header")
+            }
+            _ => StorageError::Io(e),
+        })?;
+        let ps = header::decode_header(&head)?;
+        let slots: Vec<std::result::Result<Slot, String>> = SLOT_OFFSETS
+            .iter()
+            .map(|&o| Slot::decode(&head[o as usize..o as usize + SLOT_LEN]))
+            .collect();
+        let mut order: Vec<usize> = (0..2).filter(|&i| slots[i].is_ok()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(slots[i].as_ref().map(|s| s.txn).unwrap_or(0)));
+        if order.is_empty() {
+            let why = slots
+                .iter()
+                .filter_map(|s| s.as_ref().err())
+                .cloned()
+                .collect::<Vec<_>>();
+            return Err(StorageError::corrupted(
+                Location::Header,
+                format!("no valid commit slot: {}", why.join("; ")),
+            ));
+        }
+        let mut fell_back = None;
+        for (n, &i) in order.iter().enumerate() {
+            let Ok(slot) = slots[i].clone() else { continue };
+            let db = Self::from_slot(backend.clone(), &opts, ps, slot, i);
+            match crate::check::verify_since(&db.inner, &slot) {
+                Ok(pages_verified) => {
+                    return Ok((
+                        db,
+                        OpenReport {
+                            txn: slot.txn,
+                            pages_verified,
+                            fell_back,
+                        },
+                    ));
+                }
+                Err(e) if n + 1 < order.len() => {
+                    fell_back = Some(format!("commit {} is incomplete: {e}", slot.txn));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StorageError::corrupted(
+            Location::Header,
+            "no usable commit slot",
+        ))
+    }
+
+    /// Opens the page file at `path`, creating it if it does not exist.
+    pub fn open_path(path: impl AsRef<Path>, opts: DatabaseOptions) -> Result<Database> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        let empty = file.metadata()?.len() == 0;
+        let backend: Arc<dyn StorageBackend> = Arc::new(FileBackend::new(file));
+        if empty {
+            Database::create(backend, opts)
+        } else {
+            Database::open(backend, opts)
+        }
+    }
+
+    pub fn page_size(&self) -> usize {
+        self.inner.page_size
+    }
+
+    /// Starts a read transaction on the latest commit. Never blocks on the writer.
+    pub fn begin_read(&self) -> Result<ReadTransaction> {
+        let snap = self.inner.register_reader();
+        Ok(ReadTransaction {
+            inner: self.inner.clone(),
+            snap,
+        })
+    }
+
+    /// Starts the write transaction, waiting for the current one to finish.
+    pub fn begin_write(&self) -> Result<WriteTransaction> {
+        WriteTransaction::begin(self.inner.clone())
+    }
+
+    /// Transaction id of the latest commit.
+    pub fn last_txn(&self) -> u64 {
+        self.inner.committed.lock().snap.txn
+    }
+
+    /// Transaction id of the latest commit known to be on disk.
+    pub fn last_durable_txn(&self) -> u64 {
+        self.inner.committed.lock().last_durable
+    }
+
+    /// Walks the whole file and reports every problem found, plus statistics.
+    pub fn check(&self) -> Result<crate::check::CheckReport> {
+        let rtx = self.begin_read()?;
+        crate::check::check(&self.inner, &rtx.snap)
+    }
+
+    /// Page counts, free space and tree shapes (the same walk as [`Database::check`]).
+    pub fn stats(&self) -> Result<crate::check::Stats> {
+        self.check().map(|r| r.stats)
+    }
+
+    /// Length of the backing file in bytes.
+    pub fn file_len(&self) -> Result<u64> {
+        Ok(self.inner.backend.len()?)
+    }
+}
+
+/// A consistent snapshot of every table as of one commit.
+#[derive(Debug)]
+pub struct ReadTransaction {
+    inner: Arc<Inner>,
+    pub(crate) snap: Snapshot,
+}
+
+impl Drop for ReadTransaction {
+    fn drop(&mut self) {
+        self.inner.unregister_reader(self.snap.txn);
+    }
+}
+
+impl ReadTransaction {
+    /// Transaction id of the snapshot.
+    pub fn txn_id(&self) -> u64 {
+        self.snap.txn
+    }
+
+    /// Opens a table; `TableNotFound` if it does not exist.
+    pub fn open_table(&self, name: &str) -> Result<Table<'_>> {
+        let meta = lookup_table(&*self.inner, self.snap.catalog, name)?
+            .ok_or_else(|| StorageError::TableNotFound(name.to_string()))?;
+        Ok(Table {
+            src: &*self.inner,
+            meta,
+        })
+    }
+
+    /// Names and entry counts of every table.
+    pub fn list_tables(&self) -> Result<Vec<(String, u64)>> {
+        list_tables(&*self.inner, self.snap.catalog)
+    }
+}
+
+/// A table's root and entry count, as stored in the catalog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct TableMeta {
+    pub root: Option<ChildRef>,
+    pub len: u64,
+}
+
+pub(crate) const TABLE_META_LEN: usize = 20;
+
+impl TableMeta {
+    pub(crate) fn encode(&self) -> [u8; TABLE_META_LEN] {
+        let mut b = [0u8; TABLE_META_LEN];
+        let r = self.root.unwrap_or(ChildRef { page: 0, crc: 0 });
+        page::put_u64(&mut b, 0, r.page);
+        page::put_u32(&mut b, 8, r.crc);
+        page::put_u64(&mut b, 12, self.len);
+        b
+    }
+
+    pub(crate) fn decode(b: &[u8], at: PageId) -> Result<TableMeta> {
+        if b.len() != TABLE_META_LEN {
+            return Err(StorageError::page(at, "catalog entry has the wrong size"));
+        }
+        let page = page::u64_at(b, 0);
+        Ok(TableMeta {
+            root: (page != 0).then(|| ChildRef {
+                page,
+                crc: page::u32_at(b, 8),
+            }),
+            len: page::u64_at(b, 12),
+        })
+    }
+}
+
+pub(crate) fn lookup_table<S: PageSource>(
+    src: &S,
+    catalog: Option<ChildRef>,
+    name: &str,
+) -> Result<Option<TableMeta>> {
+    match btree::get(src, catalog.map(|c| c.page), name.as_bytes())? {
+        None => Ok(None),
+        Some((page, i)) => {
+            let leaf = LeafPage::new(&page);
+            let (bytes, _) = leaf.stored_value(i);
+            TableMeta::decode(bytes, page::page_id(&page)).map(Some)
+        }
+    }
+}
+
+pub(crate) fn list_tables<S: PageSource>(
+    src: &S,
+    catalog: Option<ChildRef>,
+) -> Result<Vec<(String, u64)>> {
+    let mut out = Vec::new();
+    let mut c = Cursor::first(src, catalog.map(|c| c.page))?;
+    while let Some((page, i)) = c.current() {
+        let leaf = LeafPage::new(page);
+        let meta = TableMeta::decode(leaf.stored_value(i).0, page::page_id(page))?;
+        out.push((String::from_utf8_lossy(leaf.key(i)).into_owned(), meta.len));
+        c.next(src)?;
+    }
+    Ok(out)
+}
+
+/// A value read from a table: borrowed from a cached page, or assembled from overflow
+/// pages.
+#[derive(Clone)]
+pub struct ValueGuard(ValueBytes);
+
+#[derive(Clone)]
+enum ValueBytes {
+    InPage(Arc<[u8]>, std::ops::Range<usize>),
+    Owned(Vec<u8>),
+}
+
+impl fmt::Debug for ValueGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ValueGuard({} bytes)", self.len())
+    }
+}
+
+impl std::ops::Deref for ValueGuard {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match &self.0 {
+            ValueBytes::InPage(p, r) => &p[r.clone()],
+            ValueBytes::Owned(v) => v,
+        }
+    }
+}
+
+impl AsRef<[u8]> for ValueGuard {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+pub(crate) fn value_at(src: &dyn PageSource, page: &Arc<[u8]>, i: usize) -> Result<ValueGuard> {
+    let leaf = LeafPage::new(page);
+    Ok(ValueGuard(match leaf.value(i) {
+        LeafValue::Inline(_) => ValueBytes::InPage(page.clone(), leaf.value_range(i)),
+        LeafValue::Overflow(r) => ValueBytes::Owned(btree::read_overflow(&src, r)?),
+    }))
+}
+
+/// One entry yielded by a range scan.
+#[derive(Clone)]
+pub struct Entry {
+    page: Arc<[u8]>,
+    key: std::ops::Range<usize>,
+    value: ValueGuard,
+}
+
+impl fmt::Debug for Entry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Entry")
+            .field("key", &self.key())
+            .field("value", &self.value)
+            .finish()
+    }
+}
+
+impl Entry {
+    pub fn key(&self) -> &[u8] {
+        &self.page[self.key.clone()]
+    }
+    pub fn value(&self) -> &[u8] {
+        &self.value
+    }
+}
+
+/// A read-only view of one table in a snapshot (or in the write transaction).
+#[derive(Clone, Copy)]
+pub struct Table<'a> {
+    pub(crate) src: &'a dyn PageSource,
+    pub(crate) meta: TableMeta,
+}
+
+impl fmt::Debug for Table<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Table")
+            .field("len", &self.meta.len)
+            .finish()
+    }
+}
+
+impl<'a> Table<'a> {
+    fn root(&self) -> Option<PageId> {
+        self.meta.root.map(|r| r.page)
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> u64 {
+        self.meta.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.meta.len == 0
+    }
+
+    pub fn get(&self, key: &[u8]) -> Result<Option<ValueGuard>> {
+        match btree::get(&self.src, self.root(), key)? {
+            None => Ok(None),
+            Some((page, i)) => value_at(self.src, &page, i).map(Some),
+        }
+    }
+
+    /// Entries with keys in `range`, in key order; `.rev()` walks backwards.
+    pub fn range<K: AsRef<[u8]>>(&self, range: impl RangeBounds<K>) -> Result<Range<'a>> {
+        let own = |b: Bound<&K>| match b {
+            Bound::Included(k) => Bound::Included(k.as_ref().to_vec()),
+            Bound::Excluded(k) => Bound::Excluded(k.as_ref().to_vec()),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        Ok(Range {
+            src: self.src,
+            root: self.root(),
+            lower: own(range.start_bound()),
+            upper: own(range.end_bound()),
+            front: None,
+            back: None,
+            done: false,
+        })
+    }
+
+    /// Every entry, in key order.
+    pub fn iter(&self) -> Result<Range<'a>> {
+        self.range::<&[u8]>(..)
+    }
+
+    /// Number of entries with keys in `range`.
+    pub fn count_range<K: AsRef<[u8]>>(&self, range: impl RangeBounds<K>) -> Result<u64> {
+        let mut n = 0;
+        let mut it = self.range(range)?;
+        while it.next_key()?.is_some() {
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+/// An ordered scan over a key range; iterates forwards, backwards, or from both ends.
+pub struct Range<'a> {
+    src: &'a dyn PageSource,
+    root: Option<PageId>,
+    /// Bounds still to be yielded; each end narrows as entries are taken from it.
+    lower: Bound<Vec<u8>>,
+    upper: Bound<Vec<u8>>,
+    front: Option<Cursor>,
+    back: Option<Cursor>,
+    done: bool,
+}
+
+impl fmt::Debug for Range<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Range")
+            .field("lower", &self.lower)
+            .field("upper", &self.upper)
+            .finish()
+    }
+}
+
+impl Range<'_> {
+    fn step(&mut self, backward: bool) -> Result<Option<(Arc<[u8]>, usize)>> {
+        if self.done {
+            return Ok(None);
+        }
+        let src = self.src;
+        let cursor = if backward {
+            &mut self.back
+        } else {
+            &mut self.front
+        };
+        match cursor {
+            Some(c) => {
+                if backward {
+                    c.prev(&src)?
+                } else {
+                    c.next(&src)?
+                }
+            }
+            None => {
+                let c = match (backward, &self.lower, &self.upper) {
+                    (false, Bound::Unbounded, _) => Cursor::first(&src, self.root)?,
+                    (false, Bound::Included(k), _) => Cursor::seek(&src, self.root, k, Seek::Ge)?,
+                    (false, Bound::Excluded(k), _) => Cursor::seek(&src, self.root, k, Seek::Gt)?,
+                    (true, _, Bound::Unbounded) => Cursor::last(&src, self.root)?,
+                    (true, _, Bound::Included(k)) => Cursor::seek(&src, self.root, k, Seek::Le)?,
+                    (true, _, Bound::Excluded(k)) => Cursor::seek(&src, self.root, k, Seek::Lt)?,
+                };
+                *cursor = Some(c);
+            }
+        }
+        let Some(c) = cursor.as_ref() else {
+            return Ok(None);
+        };
+        let Some((page, i)) = c.current() else {
+            self.done = true;
+            return Ok(None);
+        };
+        let key = LeafPage::new(page).key(i);
+        if !btree::in_bounds(key, &self.lower, &self.upper) {
+            self.done = true;
+            return Ok(None);
+        }
+        let taken = Bound::Excluded(key.to_vec());
+        if backward {
+            self.upper = taken;
+        } else {
+            self.lower = taken;
+        }
+        Ok(Some((page.clone(), i)))
+    }
+
+    fn entry(&self, page: Arc<[u8]>, i: usize) -> Result<Entry> {
+        let leaf = LeafPage::new(&page);
+        let start = leaf.key(i).as_ptr() as usize - page.as_ptr() as usize;
+        let key = start..start + leaf.key(i).len();
+        let value = value_at(self.src, &page, i)?;
+        Ok(Entry { page, key, value })
+    }
+
+    /// Next key without reading its value (no overflow reads).
+    pub fn next_key(&mut self) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .step(false)?
+            .map(|(p, i)| LeafPage::new(&p).key(i).to_vec()))
+    }
+}
+
+impl Iterator for Range<'_> {
+    type Item = Result<Entry>;
+    fn next(&mut self) -> Option<Result<Entry>> {
+        match self.step(false) {
+            Ok(Some((p, i))) => Some(self.entry(p, i)),
+            Ok(None) => None,
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+impl DoubleEndedIterator for Range<'_> {
+    fn next_back(&mut self) -> Option<Result<Entry>> {
+        match self.step(true) {
+            Ok(Some((p, i))) => Some(self.entry(p, i)),
+            Ok(None) => None,
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+pub(crate) fn is_leaf(page: &[u8]) -> bool {
+    page::kind_byte(page) == PageKind::Leaf as u8
+}
+
+pub(crate) fn poisoned(inner: &Inner) -> bool {
+    inner.poisoned.load(Ordering::Acquire)
+}

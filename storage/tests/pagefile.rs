@@ -1,0 +1,378 @@
+//! The page file through its public API: tables, ranges, overflow values, snapshots,
+//! durability and space reuse.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on any error
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use mnemo_storage::{
+    CrashMode, Database, DatabaseOptions, Durability, FaultBackend, MemoryBackend, StorageBackend,
+    StorageError, TestRng,
+};
+
+fn opts(page_size: usize) -> DatabaseOptions {
+    DatabaseOptions {
+        page_size,
+        cache_bytes: 1 << 20,
+    }
+}
+
+fn mem_db(page_size: usize) -> (Database, MemoryBackend) {
+    let b = MemoryBackend::new();
+    let db = Database::create(Arc::new(b.clone()), opts(page_size)).unwrap();
+    (db, b)
+}
+
+fn key(i: u64) -> Vec<u8> {
+    format!("key-{i:08}").into_bytes()
+}
+
+fn contents(db: &Database, table: &str) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let r = db.begin_read().unwrap();
+    let t = match r.open_table(table) {
+        Ok(t) => t,
+        Err(StorageError::TableNotFound(_)) => return BTreeMap::new(),
+        Err(e) => panic!("{e}"),
+    };
+    t.iter()
+        .unwrap()
+        .map(|e| e.map(|e| (e.key().to_vec(), e.value().to_vec())).unwrap())
+        .collect()
+}
+
+fn assert_clean(db: &Database) {
+    let report = db.check().unwrap();
+    assert!(
+        report.is_ok(),
+        "check found problems: {:#?}",
+        report.problems
+    );
+}
+
+#[test]
+fn insert_get_overwrite_remove_and_reopen() {
+    let (db, backend) = mem_db(4096);
+    let mut w = db.begin_write().unwrap();
+    {
+        let mut t = w.open_table("kv").unwrap();
+        assert!(!t.insert(b"a", b"1").unwrap());
+        assert!(!t.insert(b"b", b"2").unwrap());
+        assert!(t.insert(b"a", b"one").unwrap());
+        assert_eq!(t.get(b"a").unwrap().as_deref(), Some(&b"one"[..]));
+        assert_eq!(t.len(), 2);
+    }
+    w.commit(Durability::Durable).unwrap();
+
+    let r = db.begin_read().unwrap();
+    let t = r.open_table("kv").unwrap();
+    assert_eq!(t.get(b"b").unwrap().as_deref(), Some(&b"2"[..]));
+    assert!(t.get(b"c").unwrap().is_none());
+    assert!(matches!(
+        r.open_table("nope"),
+        Err(StorageError::TableNotFound(_))
+    ));
+    drop(r);
+
+    let mut w = db.begin_write().unwrap();
+    assert!(w.open_table("kv").unwrap().remove(b"a").unwrap());
+    assert!(!w.open_table("kv").unwrap().remove(b"a").unwrap());
+    w.commit(Durability::Durable).unwrap();
+    drop(db);
+
+    let db = Database::open(Arc::new(backend), opts(4096)).unwrap();
+    assert_eq!(
+        contents(&db, "kv"),
+        BTreeMap::from([(b"b".to_vec(), b"2".to_vec())])
+    );
+    assert_clean(&db);
+}
+
+#[test]
+fn many_keys_with_small_pages_match_a_btreemap() {
+    let (db, _) = mem_db(1024);
+    let mut model = BTreeMap::new();
+    let mut rng = TestRng::new(7);
+    for round in 0..20 {
+        let mut w = db.begin_write().unwrap();
+        {
+            let mut t = w.open_table("t").unwrap();
+            for _ in 0..500 {
+                let k = key(rng.below(3000));
+                if rng.chance(1, 4) {
+                    assert_eq!(t.remove(&k).unwrap(), model.remove(&k).is_some());
+                } else {
+                    let mut v = vec![0u8; rng.below(120) as usize];
+                    rng.fill(&mut v);
+                    assert_eq!(t.insert(&k, &v).unwrap(), model.insert(k, v).is_some());
+                }
+            }
+            assert_eq!(t.len(), model.len() as u64);
+        }
+        let d = if round % 3 == 0 {
+            Durability::Durable
+        } else {
+            Durability::Deferred
+        };
+        w.commit(d).unwrap();
+        assert_eq!(contents(&db, "t"), model);
+    }
+    assert_clean(&db);
+    let stats = db.stats().unwrap();
+    assert!(
+        stats.max_depth() >= 3,
+        "1 KiB pages and 3000 keys make a deep tree: {stats:?}"
+    );
+}
+
+#[test]
+fn ranges_forward_backward_and_from_both_ends() {
+    let (db, _) = mem_db(1024);
+    let mut w = db.begin_write().unwrap();
+    {
+        let mut t = w.open_table("t").unwrap();
+        for i in 0..2000 {
+            t.insert(&key(i * 2), &i.to_le_bytes()).unwrap();
+        }
+    }
+    w.commit(Durability::Durable).unwrap();
+    let r = db.begin_read().unwrap();
+    let t = r.open_table("t").unwrap();
+    let keys = |it: mnemo_storage::Range<'_>| -> Vec<Vec<u8>> {
+        it.map(|e| e.unwrap().key().to_vec()).collect()
+    };
+    let want: Vec<Vec<u8>> = (50..100).map(|i| key(i * 2)).collect();
+    assert_eq!(keys(t.range(key(100)..key(200)).unwrap()), want);
+    // Bounds that fall between keys.
+    assert_eq!(keys(t.range(key(99)..=key(199)).unwrap()), want);
+    let mut rev = want.clone();
+    rev.reverse();
+    assert_eq!(
+        t.range(key(100)..key(200))
+            .unwrap()
+            .rev()
+            .map(|e| e.unwrap().key().to_vec())
+            .collect::<Vec<_>>(),
+        rev
+    );
+    // Excluded lower bound, included upper bound, backwards.
+    let got: Vec<Vec<u8>> = t
+        .range::<Vec<u8>>((
+            std::ops::Bound::Excluded(key(100)),
+            std::ops::Bound::Included(key(110)),
+        ))
+        .unwrap()
+        .rev()
+        .map(|e| e.unwrap().key().to_vec())
+        .collect();
+    assert_eq!(got, vec![key(110), key(108), key(106), key(104), key(102)]);
+    // Both ends meet in the middle without repeating an entry.
+    let mut it = t.range(key(0)..key(10)).unwrap();
+    let mut seen = vec![];
+    loop {
+        match (it.next(), it.next_back()) {
+            (None, None) => break,
+            (a, b) => seen.extend(a.into_iter().chain(b).map(|e| e.unwrap().key().to_vec())),
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, (0..5).map(|i| key(i * 2)).collect::<Vec<_>>());
+    assert_eq!(t.count_range(key(0)..).unwrap(), 2000);
+    assert_eq!(t.range(key(5000)..).unwrap().count(), 0);
+    assert_eq!(t.range(..key(0)).unwrap().rev().count(), 0);
+    assert_eq!(
+        t.iter().unwrap().next_back().unwrap().unwrap().key(),
+        key(3998)
+    );
+}
+
+#[test]
+fn remove_range_and_delete_table() {
+    let (db, _) = mem_db(1024);
+    let mut w = db.begin_write().unwrap();
+    {
+        let mut t = w.open_table("t").unwrap();
+        for i in 0..1000 {
+            t.insert(&key(i), b"v").unwrap();
+        }
+        assert_eq!(t.remove_range(key(100)..key(900)).unwrap(), 800);
+        assert_eq!(t.len(), 200);
+    }
+    w.open_table("other").unwrap().insert(b"x", b"y").unwrap();
+    w.commit(Durability::Durable).unwrap();
+    assert_eq!(contents(&db, "t").len(), 200);
+    assert_clean(&db);
+
+    let mut w = db.begin_write().unwrap();
+    assert!(w.delete_table("t").unwrap());
+    assert!(!w.delete_table("t").unwrap());
+    assert_eq!(w.list_tables().unwrap(), vec![("other".to_string(), 1)]);
+    w.commit(Durability::Durable).unwrap();
+    assert!(contents(&db, "t").is_empty());
+    assert_clean(&db);
+}
+
+#[test]
+fn large_values_use_overflow_pages_and_are_freed() {
+    let (db, _) = mem_db(4096);
+    let big: Vec<u8> = (0..1_572_864u32).map(|i| (i % 251) as u8).collect();
+    let long_key = vec![b'k'; 1536];
+    let mut w = db.begin_write().unwrap();
+    {
+        let mut t = w.open_table("t").unwrap();
+        t.insert(&long_key, &big).unwrap();
+        t.insert(b"small", b"s").unwrap();
+        assert_eq!(t.get(&long_key).unwrap().as_deref(), Some(big.as_slice()));
+    }
+    w.commit(Durability::Durable).unwrap();
+    let stats = db.stats().unwrap();
+    assert!(stats.overflow_pages >= 384, "{stats:?}");
+    assert_eq!(contents(&db, "t")[&long_key], big);
+    assert_clean(&db);
+
+    // Overwriting with a small value frees the chain; later commits reuse the pages.
+    let pages_before = stats.page_count;
+    let mut w = db.begin_write().unwrap();
+    w.open_table("t")
+        .unwrap()
+        .insert(&long_key, b"tiny")
+        .unwrap();
+    assert!(w.pages_freed() >= 384);
+    w.commit(Durability::Durable).unwrap();
+    assert_clean(&db);
+    let mut w = db.begin_write().unwrap();
+    w.open_table("t").unwrap().insert(b"again", &big).unwrap();
+    w.commit(Durability::Durable).unwrap();
+    assert_clean(&db);
+    let stats = db.stats().unwrap();
+    assert!(
+        stats.page_count <= pages_before + 8,
+        "freed pages reused: {} vs {pages_before}",
+        stats.page_count
+    );
+
+    let mut w = db.begin_write().unwrap();
+    let key_too_long = vec![0u8; 4096];
+    assert!(matches!(
+        w.open_table("t").unwrap().insert(&key_too_long, b""),
+        Err(StorageError::InvalidArgument(_))
+    ));
+}
+
+#[test]
+fn readers_keep_their_snapshot_while_the_writer_moves_on() {
+    let (db, _) = mem_db(1024);
+    let mut w = db.begin_write().unwrap();
+    for i in 0..500 {
+        w.open_table("t").unwrap().insert(&key(i), b"old").unwrap();
+    }
+    w.commit(Durability::Durable).unwrap();
+    let old = db.begin_read().unwrap();
+    let before: Vec<_> = old
+        .open_table("t")
+        .unwrap()
+        .iter()
+        .unwrap()
+        .map(|e| e.unwrap().value().to_vec())
+        .collect();
+    for round in 0..10 {
+        let mut w = db.begin_write().unwrap();
+        {
+            let mut t = w.open_table("t").unwrap();
+            for i in 0..500 {
+                if (i + round) % 3 == 0 {
+                    t.remove(&key(i)).unwrap();
+                } else {
+                    t.insert(&key(i), format!("new{round}").as_bytes()).unwrap();
+                }
+            }
+        }
+        w.commit(Durability::Durable).unwrap();
+    }
+    let after: Vec<_> = old
+        .open_table("t")
+        .unwrap()
+        .iter()
+        .unwrap()
+        .map(|e| e.unwrap().value().to_vec())
+        .collect();
+    assert_eq!(before, after, "an old snapshot must not change");
+    assert!(after.iter().all(|v| v == b"old"));
+    drop(old);
+    assert_clean(&db);
+}
+
+#[test]
+fn crash_loses_deferred_commits_but_never_durable_ones() {
+    let backend = FaultBackend::new();
+    let db = Database::create(Arc::new(backend.clone()), opts(1024)).unwrap();
+    let mut w = db.begin_write().unwrap();
+    w.open_table("t").unwrap().insert(b"durable", b"1").unwrap();
+    w.commit(Durability::Durable).unwrap();
+    let mut w = db.begin_write().unwrap();
+    w.open_table("t")
+        .unwrap()
+        .insert(b"deferred", b"2")
+        .unwrap();
+    w.commit(Durability::Deferred).unwrap();
+    assert_eq!(
+        contents(&db, "t").len(),
+        2,
+        "deferred commits are visible at once"
+    );
+
+    let image = backend.crash_image(CrashMode::DropAll, &mut TestRng::new(1));
+    let db2 = Database::open(Arc::new(MemoryBackend::from_bytes(image)), opts(1024)).unwrap();
+    assert_eq!(
+        contents(&db2, "t"),
+        BTreeMap::from([(b"durable".to_vec(), b"1".to_vec())])
+    );
+    assert_clean(&db2);
+
+    // A later durable commit makes the deferred one durable too.
+    let mut w = db.begin_write().unwrap();
+    w.open_table("t").unwrap().insert(b"third", b"3").unwrap();
+    w.commit(Durability::Durable).unwrap();
+    let image = backend.crash_image(CrashMode::DropAll, &mut TestRng::new(1));
+    let db3 = Database::open(Arc::new(MemoryBackend::from_bytes(image)), opts(1024)).unwrap();
+    assert_eq!(contents(&db3, "t").len(), 3);
+}
+
+#[test]
+fn file_shrinks_when_its_tail_is_free() {
+    let (db, backend) = mem_db(1024);
+    let mut w = db.begin_write().unwrap();
+    for i in 0..5000 {
+        w.open_table("t")
+            .unwrap()
+            .insert(&key(i), &[7u8; 64])
+            .unwrap();
+    }
+    w.commit(Durability::Durable).unwrap();
+    let full = backend.len().unwrap();
+    let mut w = db.begin_write().unwrap();
+    w.open_table("t").unwrap().remove_range(key(0)..).unwrap();
+    w.commit(Durability::Durable).unwrap();
+    for _ in 0..3 {
+        let mut w = db.begin_write().unwrap();
+        w.open_table("t").unwrap().insert(b"x", b"y").unwrap();
+        w.commit(Durability::Durable).unwrap();
+    }
+    let after = backend.len().unwrap();
+    assert!(after * 4 < full, "file should shrink: {full} -> {after}");
+    assert_clean(&db);
+}
+
+#[test]
+fn invalid_page_size_and_foreign_files_are_refused() {
+    assert!(matches!(
+        Database::create(Arc::new(MemoryBackend::new()), opts(3000)),
+        Err(StorageError::InvalidArgument(_))
+    ));
+    let junk = MemoryBackend::from_bytes(vec![0xAB; 8192]);
+    let err = Database::open(Arc::new(junk), opts(4096)).unwrap_err();
+    assert!(err.to_string().contains("bad magic"), "{err}");
+    let empty = MemoryBackend::new();
+    let err = Database::open(Arc::new(empty), opts(4096)).unwrap_err();
+    assert!(err.to_string().contains("too short"), "{err}");
+}
