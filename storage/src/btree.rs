@@ -334,7 +334,7 @@ pub(crate) struct OldValue {
     pub overflow: bool,
 }
 
-fn dirty_ref(id: PageId) -> ChildRef {
+pub(crate) fn dirty_ref(id: PageId) -> ChildRef {
     ChildRef { page: id, crc: 0 }
 }
 

@@ -11,6 +11,7 @@ pub mod backend;
 mod btree;
 mod cache;
 pub mod check;
+mod compact;
 mod db;
 pub mod error;
 mod header;
@@ -19,6 +20,7 @@ mod write;
 
 pub use backend::{CrashMode, FaultBackend, FileBackend, MemoryBackend, StorageBackend, TestRng};
 pub use check::{CheckReport, Stats, TreeStats};
+pub use compact::{CompactCursor, CompactStep};
 pub use db::{
     Database, DatabaseOptions, Durability, Entry, OpenReport, Range, ReadTransaction, Table,
     ValueGuard,

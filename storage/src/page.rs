@@ -521,6 +521,12 @@ pub fn build_branch(page_size: usize, children: &[ChildRef], keys: &[&[u8]]) -> 
     p
 }
 
+/// Points child `i` of a branch page at `child`.
+pub fn set_child(branch: &mut [u8], i: usize, child: ChildRef) {
+    put_u64(branch, HEADER_LEN + i * CHILD_LEN, child.page);
+    put_u32(branch, HEADER_LEN + i * CHILD_LEN + 8, child.crc);
+}
+
 /// Overwrites the checksum recorded for child `i` of a branch page (used at commit, once
 /// the child's final bytes are known).
 pub fn set_child_crc(branch: &mut [u8], i: usize, crc: u32) {

@@ -32,7 +32,7 @@ fn ids_per_record(page_size: usize) -> usize {
 }
 
 pub(crate) struct WriteState {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
     pub(crate) txn: u64,
     /// Pages written by this transaction, not yet sealed (overflow pages are sealed).
     dirty: HashMap<PageId, Arc<[u8]>>,
@@ -44,10 +44,10 @@ pub(crate) struct WriteState {
     pub(crate) freedb: Option<ChildRef>,
     pub(crate) catalog: Option<ChildRef>,
     /// Records of transactions up to this id hold reusable pages.
-    reuse_limit: u64,
+    pub(crate) reuse_limit: u64,
     /// Set while the free DB itself is being modified: allocation then never takes more
     /// records from it.
-    freedb_busy: bool,
+    pub(crate) freedb_busy: bool,
 }
 
 impl PageSource for WriteState {
@@ -115,7 +115,7 @@ pub(crate) fn decode_record_ids(v: &[u8]) -> Option<Vec<PageId>> {
 
 impl WriteState {
     /// Moves the oldest reusable free-DB record into `free_now`. Returns false if none.
-    fn take_free_record(&mut self) -> Result<bool> {
+    pub(crate) fn take_free_record(&mut self) -> Result<bool> {
         let root = self.freedb.map(|r| r.page);
         let c = Cursor::first(self, root)?;
         let Some((page, i)) = c.current() else {
@@ -149,7 +149,7 @@ impl WriteState {
     }
 
     /// Writes a value's overflow chain (pages sealed at once) and returns its descriptor.
-    fn write_overflow(&mut self, value: &[u8]) -> Result<OverflowRef> {
+    pub(crate) fn write_overflow(&mut self, value: &[u8]) -> Result<OverflowRef> {
         let ps = self.inner.page_size;
         let cap = page::overflow_capacity(ps);
         let chunks: Vec<&[u8]> = value.chunks(cap).collect();
@@ -301,7 +301,7 @@ impl WriteState {
     }
 
     /// Gives back free pages at the end of the file.
-    fn trim_tail(&mut self) {
+    pub(crate) fn trim_tail(&mut self) {
         while self.page_count > 1 && self.free_now.last() == Some(&(self.page_count - 1)) {
             self.free_now.pop_last();
             self.page_count -= 1;
@@ -323,17 +323,17 @@ pub(crate) fn decode_overflow(bytes: &[u8]) -> Result<OverflowRef> {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct TableState {
-    meta: TableMeta,
+pub(crate) struct TableState {
+    pub(crate) meta: TableMeta,
     /// False: the table is to be deleted at commit.
-    exists: bool,
-    dirty: bool,
+    pub(crate) exists: bool,
+    pub(crate) dirty: bool,
 }
 
 /// The single write transaction. Dropping it without `commit` discards every change.
 pub struct WriteTransaction {
     pub(crate) st: WriteState,
-    tables: BTreeMap<String, TableState>,
+    pub(crate) tables: BTreeMap<String, TableState>,
     finished: bool,
 }
 

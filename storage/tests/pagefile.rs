@@ -339,27 +339,102 @@ fn crash_loses_deferred_commits_but_never_durable_ones() {
 }
 
 #[test]
-fn file_shrinks_when_its_tail_is_free() {
+fn compaction_moves_live_pages_down_and_truncates_the_file() {
     let (db, backend) = mem_db(1024);
+    let big = vec![9u8; 5000];
+    let mut model = BTreeMap::new();
     let mut w = db.begin_write().unwrap();
-    for i in 0..5000 {
+    {
+        let mut t = w.open_table("t").unwrap();
+        for i in 0..6000 {
+            let v: &[u8] = if i % 500 == 0 { &big } else { &[7u8; 64] };
+            t.insert(&key(i), v).unwrap();
+            model.insert(key(i), v.to_vec());
+        }
+    }
+    w.commit(Durability::Durable).unwrap();
+    // Free most of the file, leaving live pages scattered up to its end.
+    let mut w = db.begin_write().unwrap();
+    {
+        let mut t = w.open_table("t").unwrap();
+        for i in 0..6000 {
+            if i % 50 != 0 {
+                t.remove(&key(i)).unwrap();
+                model.remove(&key(i));
+            }
+        }
+    }
+    w.commit(Durability::Durable).unwrap();
+    // A reader open across compaction keeps its snapshot, and pins the pages it sees.
+    let old_reader = db.begin_read().unwrap();
+    db.compact(16).unwrap();
+    let seen: Vec<_> = old_reader
+        .open_table("t")
+        .unwrap()
+        .iter()
+        .unwrap()
+        .map(|e| e.unwrap().key().to_vec())
+        .collect();
+    assert_eq!(seen, model.keys().cloned().collect::<Vec<_>>());
+    drop(old_reader);
+    let (before, after) = db.compact(16).unwrap();
+    let st = db.stats().unwrap();
+    assert!(
+        after * 4 < before,
+        "file should shrink: {before} -> {after}: {st:#?}"
+    );
+    assert!(
+        st.free_pages <= 2,
+        "compaction leaves no free pages behind: {st:#?}"
+    );
+    assert_eq!(st.page_count * 1024, after);
+    assert_eq!(contents(&db, "t"), model);
+    assert_clean(&db);
+    // The compacted file reopens with the same contents.
+    drop(db);
+    let db = Database::open(Arc::new(backend), opts(1024)).unwrap();
+    assert_eq!(contents(&db, "t"), model);
+    assert_clean(&db);
+}
+
+#[test]
+fn compaction_steps_are_bounded_and_interleave_with_writes() {
+    let (db, _) = mem_db(1024);
+    let mut w = db.begin_write().unwrap();
+    for i in 0..4000 {
         w.open_table("t")
             .unwrap()
-            .insert(&key(i), &[7u8; 64])
+            .insert(&key(i), &[1u8; 100])
             .unwrap();
     }
     w.commit(Durability::Durable).unwrap();
-    let full = backend.len().unwrap();
     let mut w = db.begin_write().unwrap();
-    w.open_table("t").unwrap().remove_range(key(0)..).unwrap();
+    w.open_table("t")
+        .unwrap()
+        .remove_range(key(0)..key(3000))
+        .unwrap();
     w.commit(Durability::Durable).unwrap();
-    for _ in 0..3 {
+    let mut cursor = mnemo_storage::CompactCursor::default();
+    let mut steps = 0;
+    loop {
         let mut w = db.begin_write().unwrap();
-        w.open_table("t").unwrap().insert(b"x", b"y").unwrap();
+        let step = w.compact_step(&mut cursor, 4).unwrap();
+        // A step of 4 leaves moves at most a few pages per leaf path.
+        assert!(step.pages_moved <= 4 * 8, "{step:?}");
+        w.open_table("t")
+            .unwrap()
+            .insert(&key(10_000 + steps), b"during")
+            .unwrap();
         w.commit(Durability::Durable).unwrap();
+        steps += 1;
+        if step.finished || steps > 2000 {
+            break;
+        }
     }
-    let after = backend.len().unwrap();
-    assert!(after * 4 < full, "file should shrink: {full} -> {after}");
+    assert!(steps > 1 && steps <= 2000, "steps {steps}");
+    let r = db.begin_read().unwrap();
+    assert_eq!(r.open_table("t").unwrap().len(), 1000 + steps);
+    drop(r);
     assert_clean(&db);
 }
 
