@@ -107,7 +107,7 @@ pub(crate) fn decode_record_key(k: &[u8]) -> Option<(u64, u32)> {
 
 /// Decodes a free-DB record value into page ids.
 pub(crate) fn decode_record_ids(v: &[u8]) -> Option<Vec<PageId>> {
-    if v.len() % 8 != 0 {
+    if !v.len().is_multiple_of(8) {
         return None;
     }
     Some(v.chunks_exact(8).map(|c| page::u64_at(c, 0)).collect())
