@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use mnemo_storage::{
-    CrashMode, Database, DatabaseOptions, Durability, FaultBackend, MemoryBackend, StorageBackend,
-    StorageError, TestRng,
+    CrashMode, Database, DatabaseOptions, Durability, FaultBackend, MemoryBackend, StorageError,
+    TestRng,
 };
 
 fn opts(page_size: usize) -> DatabaseOptions {
