@@ -22,6 +22,10 @@ use parking_lot::Mutex;
 pub trait StorageBackend: Send + Sync + fmt::Debug {
     /// Current length in bytes.
     fn len(&self) -> io::Result<u64>;
+    /// Whether the length is zero.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
     /// Fills `buf` from `offset`; fails with `UnexpectedEof` if the object is shorter.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
     /// Writes all of `data` at `offset`.
@@ -91,7 +95,9 @@ impl MemoryBackend {
     }
 
     pub fn from_bytes(bytes: Vec<u8>) -> Self {
-        Self { data: Arc::new(Mutex::new(bytes)) }
+        Self {
+            data: Arc::new(Mutex::new(bytes)),
+        }
     }
 
     /// A copy of the current contents.
@@ -123,7 +129,10 @@ fn eof() -> io::Error {
 }
 
 fn too_large() -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidInput, "offset too large for an in-memory backend")
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        "offset too large for an in-memory backend",
+    )
 }
 
 impl StorageBackend for MemoryBackend {
@@ -240,9 +249,14 @@ impl FaultBackend {
 
     /// A backend whose durable and current contents are `bytes`.
     pub fn from_bytes(bytes: Vec<u8>) -> Self {
-        let state =
-            FaultState { durable: bytes.clone(), current: bytes, ..FaultState::default() };
-        Self { state: Arc::new(Mutex::new(state)) }
+        let state = FaultState {
+            durable: bytes.clone(),
+            current: bytes,
+            ..FaultState::default()
+        };
+        Self {
+            state: Arc::new(Mutex::new(state)),
+        }
     }
 
     /// After `ops` more writes, syncs or truncations, every call fails with an I/O error.
@@ -338,7 +352,10 @@ impl StorageBackend for FaultBackend {
         let mut s = self.state.lock();
         Self::tick(&mut s)?;
         write_into(&mut s.current, offset, data)?;
-        s.pending.push(PendingOp::Write { offset, data: data.to_vec() });
+        s.pending.push(PendingOp::Write {
+            offset,
+            data: data.to_vec(),
+        });
         Ok(())
     }
 
@@ -361,6 +378,7 @@ impl StorageBackend for FaultBackend {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -372,7 +390,10 @@ mod tests {
         let mut buf = [0u8; 4];
         b.read_at(9, &mut buf).unwrap();
         assert_eq!(&buf, b"\0abc");
-        assert_eq!(b.read_at(11, &mut buf).unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+        assert_eq!(
+            b.read_at(11, &mut buf).unwrap_err().kind(),
+            io::ErrorKind::UnexpectedEof
+        );
     }
 
     #[test]

@@ -41,9 +41,13 @@ pub enum StorageError {
 
 impl StorageError {
     pub(crate) fn corrupted(location: Location, reason: impl Into<String>) -> Self {
-        StorageError::Corrupted { location, reason: reason.into() }
+        StorageError::Corrupted {
+            location,
+            reason: reason.into(),
+        }
     }
 
+    #[allow(dead_code)] // for the page file
     pub(crate) fn page(page: u64, reason: impl Into<String>) -> Self {
         Self::corrupted(Location::Page(page), reason)
     }

@@ -10,6 +10,8 @@
 
 pub mod backend;
 pub mod error;
+pub mod wal;
 
 pub use backend::{CrashMode, FaultBackend, FileBackend, MemoryBackend, StorageBackend, TestRng};
 pub use error::{Location, Result, StorageError};
+pub use wal::{IoPath, Record, Wal, WalOptions};
