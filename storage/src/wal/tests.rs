@@ -200,7 +200,7 @@ fn last_segment(dir: &FaultDir) -> (String, Vec<u8>, usize, usize) {
     let (name, bytes) = files
         .into_iter()
         .filter(|(n, _)| n.ends_with(".wal"))
-        .last()
+        .next_back()
         .unwrap();
     let mut pos = SEGMENT_HEADER_LEN;
     let mut last = pos;
