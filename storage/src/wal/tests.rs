@@ -199,8 +199,7 @@ fn last_segment(dir: &FaultDir) -> (String, Vec<u8>, usize, usize) {
     let files = dir.files();
     let (name, bytes) = files
         .into_iter()
-        .filter(|(n, _)| n.ends_with(".wal"))
-        .next_back()
+        .rfind(|(n, _)| n.ends_with(".wal"))
         .unwrap();
     let mut pos = SEGMENT_HEADER_LEN;
     let mut last = pos;
