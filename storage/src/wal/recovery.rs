@@ -234,13 +234,17 @@ fn cut_tail(
         // seq, which the scan below judges).
         Decoded::Zero | Decoded::Valid(_) => {}
         Decoded::Invalid => {
-            // A torn record: its declared extent if plausible, else at least its header.
-            let declared = bytes
-                .get(end + 4..end + 8)
-                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-                .unwrap_or(0);
-            let extent = framed_len(declared).min(bytes.len().saturating_sub(end));
-            dirty_end = end + extent.max(RECORD_HEADER_LEN.min(bytes.len().saturating_sub(end)));
+            // The record that was being written when the process stopped, if its seq
+            // field made it to disk (anything else here is stale bytes of an older
+            // generation, or the segment's unusable last few bytes).
+            let raw = |at: usize, n: usize| bytes.get(end + at..end + at + n);
+            let seq = raw(8, 8).map(|b| b.iter().rev().fold(0u64, |a, &x| a << 8 | u64::from(x)));
+            if seq == Some(expected_seq) {
+                let declared = raw(4, 4)
+                    .map(|b| b.iter().rev().fold(0usize, |a, &x| a << 8 | usize::from(x)))
+                    .unwrap_or(0);
+                dirty_end = end + framed_len(declared).min(bytes.len() - end);
+            }
         }
     }
     let mut q = end;
