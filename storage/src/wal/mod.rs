@@ -38,7 +38,9 @@ pub use dir::{FaultDir, FsDir, WalDir};
 pub use recovery::RecoveryReport;
 
 use index::{DiskLoc, LogIndex, Slot};
-use record::{decode_record, framed_len, Decoded, RecordKind, SEGMENT_HEADER_LEN};
+use record::{
+    decode_record, framed_len, Decoded, RecordKind, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
+};
 use writer::Writer;
 
 /// One log record.
@@ -385,12 +387,16 @@ impl Wal {
                 (_, Slot::Disk(first), seg) => {
                     // One read for a run of adjacent records in the same segment.
                     let mut j = i + 1;
-                    let mut end = first.offset + framed_len(first.len as usize) as u64;
+                    // `next`: where an adjacent record would start; `end`: the last byte
+                    // read (padding after the last record may lie past the file's end).
+                    let mut next = first.offset + framed_len(first.len as usize) as u64;
+                    let mut end = first.offset + (RECORD_HEADER_LEN as u64) + u64::from(first.len);
                     while let Some((_, Slot::Disk(l), _)) = wanted.get(j) {
-                        if l.segment != first.segment || l.offset != end {
+                        if l.segment != first.segment || l.offset != next {
                             break;
                         }
-                        end += framed_len(l.len as usize) as u64;
+                        next += framed_len(l.len as usize) as u64;
+                        end = l.offset + (RECORD_HEADER_LEN as u64) + u64::from(l.len);
                         j += 1;
                     }
                     let seg = seg.as_ref().ok_or_else(|| {
@@ -431,7 +437,7 @@ fn decode_at(buf: &[u8], pos: usize, index: u64, loc: &DiskLoc) -> Result<Record
         Decoded::Valid(h)
             if h.kind == RecordKind::Entry && h.seq == loc.seq && h.index == index =>
         {
-            let start = pos + record::RECORD_HEADER_LEN;
+            let start = pos + RECORD_HEADER_LEN;
             let payload = buf
                 .get(start..start + h.len as usize)
                 .ok_or_else(|| bad("short"))?;
