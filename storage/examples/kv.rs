@@ -7,7 +7,9 @@ use std::time::Instant;
 use mnemo_storage::{Database, DatabaseOptions, Durability, Result};
 
 fn main() -> Result<()> {
-    let path = std::env::args().nth(1).unwrap_or_else(|| "default.mnemo/kv.db".to_string());
+    let path = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "default.mnemo/kv.db".to_string());
     if let Some(dir) = std::path::Path::new(&path).parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -26,7 +28,10 @@ fn main() -> Result<()> {
         }
         w.commit(Durability::Durable)?;
     }
-    println!("wrote {n} keys in 100 durable commits in {:?}", start.elapsed());
+    println!(
+        "wrote {n} keys in 100 durable commits in {:?}",
+        start.elapsed()
+    );
 
     let r = db.begin_read()?;
     let t = r.open_table("demo")?;
@@ -39,7 +44,9 @@ fn main() -> Result<()> {
     drop(r);
 
     let mut w = db.begin_write()?;
-    let removed = w.open_table("demo")?.remove_range(b"key/00010000".as_slice()..)?;
+    let removed = w
+        .open_table("demo")?
+        .remove_range(b"key/00010000".as_slice()..)?;
     w.commit(Durability::Durable)?;
     let (before, after) = db.compact(64)?;
     println!("removed {removed} keys; compaction: {before} -> {after} bytes");

@@ -19,10 +19,13 @@ use parking_lot::Mutex;
 ///
 /// Reads past the end fail with [`io::ErrorKind::UnexpectedEof`]; writes past the end
 /// extend the object (the gap reads as zeros).
-#[allow(clippy::len_without_is_empty)] // a file's length, not a collection's
 pub trait StorageBackend: Send + Sync + fmt::Debug {
     /// Current length in bytes.
     fn len(&self) -> io::Result<u64>;
+    /// Whether the length is zero.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
     /// Fills `buf` from `offset`; fails with `UnexpectedEof` if the object is shorter.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
     /// Writes all of `data` at `offset`.
@@ -375,6 +378,7 @@ impl StorageBackend for FaultBackend {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

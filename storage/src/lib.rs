@@ -4,6 +4,8 @@
 //!   fault-injecting implementations.
 //! * The page file ([`Database`]): a copy-on-write B+tree with named tables, one writer
 //!   and any number of snapshot readers. Layout and commit protocol: docs/format.md.
+//! * [`wal`]: a segmented write-ahead log with group commit (io_uring, or pwrite +
+//!   fdatasync where io_uring is unavailable). Format and recovery: docs/wal.md.
 //!
 //! Nothing here knows about etcd, gRPC or protobuf.
 
@@ -16,6 +18,7 @@ mod db;
 pub mod error;
 mod header;
 pub mod page;
+pub mod wal;
 mod write;
 
 pub use backend::{CrashMode, FaultBackend, FileBackend, MemoryBackend, StorageBackend, TestRng};
@@ -26,4 +29,5 @@ pub use db::{
     ValueGuard,
 };
 pub use error::{Location, Result, StorageError};
+pub use wal::{IoPath, Record, Wal, WalOptions};
 pub use write::{TableMut, WriteTransaction};
