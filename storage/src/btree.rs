@@ -479,14 +479,15 @@ fn write_branch<W: TreeWriter>(
         w.put(new, build_branch(ps, children, keys));
         return Ok(Insert::One(dirty_ref(new)));
     }
-    // Promote keys[m]: left gets children[..=m], keys[..m]; right the rest.
+    // Promote keys[m]: left gets children[..=m], keys[..m]; right the rest. Each side
+    // keeps at least two children (1 <= m <= n - 2): a branch with one child is invalid.
     let n = keys.len();
     let fits = |m: usize| {
         page::branch_size(keys[..m].iter().copied()) <= ps
             && page::branch_size(keys[m + 1..].iter().copied()) <= ps
     };
-    let mut m = if appending && n >= 2 && fits(n - 1) {
-        n - 1
+    let mut m = if appending && n >= 3 && fits(n - 2) {
+        n - 2
     } else {
         n / 2
     };
