@@ -101,6 +101,7 @@ pub(crate) fn read_overflow<S: PageSource>(src: &S, r: page::OverflowRef) -> Res
     let mut out = Vec::with_capacity(usize::try_from(r.len).unwrap_or(0).min(64 << 20));
     let mut id = r.first;
     let mut pages = 0u64;
+    let mut seen = std::collections::HashSet::new();
     while id != 0 {
         pages += 1;
         if pages > max_pages {
@@ -108,6 +109,9 @@ pub(crate) fn read_overflow<S: PageSource>(src: &S, r: page::OverflowRef) -> Res
                 id,
                 "overflow chain longer than its value",
             ));
+        }
+        if !seen.insert(id) {
+            return Err(StorageError::page(id, "overflow chain loops"));
         }
         let p = src.load(id)?;
         if PageKind::from_byte(page::kind_byte(&p)) != Some(PageKind::Overflow) {
@@ -131,6 +135,7 @@ pub(crate) fn overflow_pages<S: PageSource>(src: &S, r: page::OverflowRef) -> Re
     let cap = page::overflow_capacity(src.page_size());
     let max_pages = r.len.div_ceil(cap as u64).max(1);
     let mut ids = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     let mut id = r.first;
     while id != 0 {
         if ids.len() as u64 >= max_pages {
@@ -139,8 +144,14 @@ pub(crate) fn overflow_pages<S: PageSource>(src: &S, r: page::OverflowRef) -> Re
                 "overflow chain longer than its value",
             ));
         }
+        if !seen.insert(id) {
+            return Err(StorageError::page(id, "overflow chain loops"));
+        }
         ids.push(id);
         let p = src.load(id)?;
+        if PageKind::from_byte(page::kind_byte(&p)) != Some(PageKind::Overflow) {
+            return Err(StorageError::page(id, "expected an overflow page"));
+        }
         id = page::overflow_parts(&p).0;
     }
     Ok(ids)

@@ -207,7 +207,11 @@ enum Mark {
 struct Walker<'a> {
     inner: &'a Inner,
     snap: &'a Snapshot,
+    /// Marks of pages inside the file (and below the page count).
     marks: Vec<Mark>,
+    /// Marks of pages below the page count but past the end of the file. Only free pages
+    /// belong there; kept apart so a slot claiming a huge page count costs no memory.
+    past_end: std::collections::BTreeMap<PageId, Mark>,
     problems: Vec<String>,
     stats: Stats,
 }
@@ -215,10 +219,13 @@ struct Walker<'a> {
 /// Walks the whole committed state: every page below the high-water mark must be
 /// reachable exactly once or listed free exactly once; checksums match; keys ordered.
 pub(crate) fn check(inner: &Inner, snap: &Snapshot) -> Result<CheckReport> {
+    let file_pages = inner.backend.len()? / inner.page_size as u64;
+    let tracked = snap.page_count.min(file_pages.max(1));
     let mut w = Walker {
         inner,
         snap,
-        marks: vec![Mark::Unseen; usize::try_from(snap.page_count).unwrap_or(0).min(1 << 34)],
+        marks: vec![Mark::Unseen; usize::try_from(tracked).unwrap_or(0)],
+        past_end: std::collections::BTreeMap::new(),
         problems: Vec::new(),
         stats: Stats {
             page_size: inner.page_size as u64,
@@ -260,20 +267,27 @@ pub(crate) fn check(inner: &Inner, snap: &Snapshot) -> Result<CheckReport> {
     }
     // Free pages may lie past the end: a commit that shrank the file can lose its slot in
     // a crash while the shrink survives. They are written before they are read again.
-    let pages_in_file = w.stats.file_len / inner.page_size as u64;
-    let missing = w
-        .marks
-        .iter()
-        .enumerate()
-        .skip(usize::try_from(pages_in_file).unwrap_or(usize::MAX))
-        .find(|(_, m)| **m == Mark::Reachable);
+    let missing = w.past_end.iter().find(|(_, m)| **m == Mark::Reachable);
     if let Some((id, _)) = missing {
         w.problems.push(format!(
             "file is {} bytes, shorter than its {} pages: page {id} is in use",
             w.stats.file_len, snap.page_count
         ));
     }
-    w.stats.free_pages = w.marks.iter().filter(|m| **m == Mark::Free).count() as u64;
+    let unseen_past_end = (snap.page_count - tracked) - w.past_end.len() as u64;
+    if unseen_past_end > 0 {
+        w.problems.push(format!(
+            "{unseen_past_end} of pages {tracked}..{} lie past the end of the file and are \
+             neither reachable nor free",
+            snap.page_count
+        ));
+    }
+    w.stats.free_pages = w
+        .marks
+        .iter()
+        .chain(w.past_end.values())
+        .filter(|m| **m == Mark::Free)
+        .count() as u64;
     for t in table_stats
         .iter()
         .map(|(_, t)| t)
@@ -326,7 +340,15 @@ impl Collect for Vec<PageId> {
 
 impl Walker<'_> {
     fn mark(&mut self, id: PageId, as_: Mark, what: &str) -> bool {
-        let Some(m) = usize::try_from(id).ok().and_then(|i| self.marks.get_mut(i)) else {
+        let in_file = usize::try_from(id).ok().filter(|&i| i < self.marks.len());
+        let m = match in_file {
+            Some(i) => self.marks.get_mut(i),
+            None if id < self.snap.page_count => {
+                Some(self.past_end.entry(id).or_insert(Mark::Unseen))
+            }
+            None => None,
+        };
+        let Some(m) = m else {
             self.problems.push(format!(
                 "page {id}: {what}, but beyond the page count {}",
                 self.snap.page_count

@@ -187,6 +187,12 @@ impl WriteState {
                 return Err(StorageError::page(id, "tree too deep while freeing"));
             }
             let p = self.load(id)?;
+            if page::kind_byte(&p) == PageKind::Overflow as u8 {
+                return Err(StorageError::page(
+                    id,
+                    "expected a tree page, found an overflow page",
+                ));
+            }
             if crate::db::is_leaf(&p) {
                 let leaf = LeafPage::new(&p);
                 for i in 0..leaf.len() {
