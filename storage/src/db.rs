@@ -572,16 +572,11 @@ impl<'a> Table<'a> {
 
     /// Entries with keys in `range`, in key order; `.rev()` walks backwards.
     pub fn range<K: AsRef<[u8]>>(&self, range: impl RangeBounds<K>) -> Result<Range<'a>> {
-        let own = |b: Bound<&K>| match b {
-            Bound::Included(k) => Bound::Included(k.as_ref().to_vec()),
-            Bound::Excluded(k) => Bound::Excluded(k.as_ref().to_vec()),
-            Bound::Unbounded => Bound::Unbounded,
-        };
         Ok(Range {
             src: self.src,
             root: self.root(),
-            lower: own(range.start_bound()),
-            upper: own(range.end_bound()),
+            lower: owned_bound(range.start_bound()),
+            upper: owned_bound(range.end_bound()),
             front: None,
             back: None,
             done: false,
@@ -717,6 +712,15 @@ impl DoubleEndedIterator for Range<'_> {
                 Some(Err(e))
             }
         }
+    }
+}
+
+/// A key bound copied out of the caller's range.
+pub(crate) fn owned_bound<K: AsRef<[u8]>>(b: Bound<&K>) -> Bound<Vec<u8>> {
+    match b {
+        Bound::Included(k) => Bound::Included(k.as_ref().to_vec()),
+        Bound::Excluded(k) => Bound::Excluded(k.as_ref().to_vec()),
+        Bound::Unbounded => Bound::Unbounded,
     }
 }
 

@@ -14,7 +14,7 @@
 //! took but did not use back as one record under its own id.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::ops::{Bound, RangeBounds};
+use std::ops::RangeBounds;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -696,16 +696,8 @@ impl TableMut<'_> {
 
     /// Removes every key in `range`; returns how many were removed.
     pub fn remove_range<K: AsRef<[u8]>>(&mut self, range: impl RangeBounds<K>) -> Result<u64> {
-        let lower: Bound<Vec<u8>> = match range.start_bound() {
-            Bound::Included(k) => Bound::Included(k.as_ref().to_vec()),
-            Bound::Excluded(k) => Bound::Excluded(k.as_ref().to_vec()),
-            Bound::Unbounded => Bound::Unbounded,
-        };
-        let upper: Bound<Vec<u8>> = match range.end_bound() {
-            Bound::Included(k) => Bound::Included(k.as_ref().to_vec()),
-            Bound::Excluded(k) => Bound::Excluded(k.as_ref().to_vec()),
-            Bound::Unbounded => Bound::Unbounded,
-        };
+        let lower = crate::db::owned_bound(range.start_bound());
+        let upper = crate::db::owned_bound(range.end_bound());
         let mut removed = 0;
         loop {
             // Collect a batch of keys, then delete them (the scan cannot run while the
