@@ -1,0 +1,1 @@
+//! Watch hub (see the watch implementation).
