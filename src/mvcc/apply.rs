@@ -566,17 +566,13 @@ impl Applier<'_> {
     fn compare(&mut self, c: &Compare) -> Result<bool> {
         let range = KeyRange::new(&c.key, &c.range_end);
         let target = CompareTarget::try_from(c.target).ok();
-        let live: Vec<(Vec<u8>, IndexRev, KeyEntry)> = self.with_view(None, |v| {
+        // (key, live revision, create, version, lease)
+        type Live = (Vec<u8>, IndexRev, i64, i64, i64);
+        let live: Vec<Live> = self.with_view(None, |v| {
             let mut out = Vec::new();
             v.visit(&range, &mut |k, e| {
                 if let Some(r) = e.live() {
-                    let meta = KeyEntry {
-                        revs: Vec::new(),
-                        create: e.create,
-                        version: e.version,
-                        lease: e.lease,
-                    };
-                    out.push((k.to_vec(), r, meta));
+                    out.push((k.to_vec(), r, e.create, e.version, e.lease));
                 }
                 true
             });
@@ -589,17 +585,17 @@ impl Applier<'_> {
             }
             return Ok(compare_kv(c, target, &KeyValue::default()));
         }
-        for (key, r, meta) in live {
+        for (key, r, create, version, lease) in live {
             let kv = if target == Some(CompareTarget::Value) {
                 self.kv_at(None, &key, r)?
             } else {
                 KeyValue {
                     key,
-                    create_revision: meta.create,
+                    create_revision: create,
                     mod_revision: r.main,
-                    version: meta.version,
+                    version,
                     value: Vec::new(),
-                    lease: meta.lease,
+                    lease,
                 }
             };
             if !compare_kv(c, target, &kv) {

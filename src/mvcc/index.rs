@@ -38,11 +38,57 @@ impl IndexRev {
     }
 }
 
+/// A key's kept revisions, ascending. Most keys have exactly one, held inline so the
+/// index needs no allocation for them beyond the key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum RevList {
+    #[default]
+    Empty,
+    One(IndexRev),
+    Many(Vec<IndexRev>),
+}
+
+impl RevList {
+    pub fn as_slice(&self) -> &[IndexRev] {
+        match self {
+            RevList::Empty => &[],
+            RevList::One(r) => std::slice::from_ref(r),
+            RevList::Many(v) => v,
+        }
+    }
+
+    pub fn push(&mut self, r: IndexRev) {
+        *self = match std::mem::take(self) {
+            RevList::Empty => RevList::One(r),
+            RevList::One(a) => RevList::Many(vec![a, r]),
+            RevList::Many(mut v) => {
+                v.push(r);
+                RevList::Many(v)
+            }
+        };
+    }
+
+    /// Removes the first `n` revisions, appending them to `out`.
+    fn remove_front(&mut self, n: usize, out: &mut Vec<Revision>) {
+        let mut v = match std::mem::take(self) {
+            RevList::Empty => Vec::new(),
+            RevList::One(r) => vec![r],
+            RevList::Many(v) => v,
+        };
+        out.extend(v.drain(..n.min(v.len())).map(|r| r.revision()));
+        *self = match v.len() {
+            0 => RevList::Empty,
+            1 => RevList::One(v[0]),
+            _ => RevList::Many(v),
+        };
+    }
+}
+
 /// A key's kept history plus the metadata of its live value.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeyEntry {
-    /// Ascending; never empty inside an index.
-    pub revs: Vec<IndexRev>,
+    /// Never empty inside an index.
+    revs: RevList,
     /// Of the live value (when the newest revision is a put), else 0.
     pub create: i64,
     pub version: i64,
@@ -50,27 +96,34 @@ pub struct KeyEntry {
 }
 
 impl KeyEntry {
+    /// Kept revisions, ascending.
+    pub fn revs(&self) -> &[IndexRev] {
+        self.revs.as_slice()
+    }
+
     /// The put visible at `rev` (the newest revision with main <= rev, if not a tombstone).
     pub fn at(&self, rev: i64) -> Option<IndexRev> {
-        let n = self.revs.partition_point(|r| r.main <= rev);
-        let r = *self.revs.get(n.checked_sub(1)?)?;
+        let revs = self.revs();
+        let n = revs.partition_point(|r| r.main <= rev);
+        let r = *revs.get(n.checked_sub(1)?)?;
         (!r.tombstone).then_some(r)
     }
 
     /// The live value's revision, if the key exists now.
     pub fn live(&self) -> Option<IndexRev> {
-        self.revs.last().copied().filter(|r| !r.tombstone)
+        self.revs().last().copied().filter(|r| !r.tombstone)
     }
 
     /// The newest revision strictly before `rev` (for an event's previous value).
     pub fn before(&self, rev: Revision) -> Option<IndexRev> {
-        let n = self.revs.partition_point(|r| r.revision() < rev);
-        self.revs.get(n.checked_sub(1)?).copied()
+        let revs = self.revs();
+        let n = revs.partition_point(|r| r.revision() < rev);
+        revs.get(n.checked_sub(1)?).copied()
     }
 
     /// Records a put at `rev` and returns the new (create_revision, version).
     pub fn put(&mut self, rev: Revision, lease: i64) -> (i64, i64) {
-        debug_assert!(self.revs.last().is_none_or(|l| l.revision() < rev));
+        debug_assert!(self.revs().last().is_none_or(|l| l.revision() < rev));
         if self.live().is_some() {
             self.version += 1;
         } else {
@@ -84,7 +137,7 @@ impl KeyEntry {
 
     /// Records a delete at `rev`.
     pub fn delete(&mut self, rev: Revision) {
-        debug_assert!(self.revs.last().is_none_or(|l| l.revision() < rev));
+        debug_assert!(self.revs().last().is_none_or(|l| l.revision() < rev));
         self.revs.push(index_rev(rev, true));
         self.create = 0;
         self.version = 0;
@@ -94,15 +147,15 @@ impl KeyEntry {
     /// Drops what compaction at `at` no longer needs (see the module example), appending
     /// the dropped revisions to `dropped`.
     pub fn compact(&mut self, at: i64, dropped: &mut Vec<Revision>) {
-        let n = self.revs.partition_point(|r| r.main <= at);
+        let revs = self.revs();
+        let n = revs.partition_point(|r| r.main <= at);
         if n == 0 {
             return;
         }
-        let keep_from = if self.revs[n - 1].tombstone { n } else { n - 1 };
-        if keep_from == 0 {
-            return;
+        let keep_from = if revs[n - 1].tombstone { n } else { n - 1 };
+        if keep_from > 0 {
+            self.revs.remove_front(keep_from, dropped);
         }
-        dropped.extend(self.revs.drain(..keep_from).map(|r| r.revision()));
     }
 }
 
@@ -203,7 +256,7 @@ impl KeyIndex {
 
     /// Replaces a key's entry (dropping the key when the entry is empty). Returns the old one.
     pub fn insert(&mut self, key: &[u8], entry: KeyEntry) -> Option<KeyEntry> {
-        if entry.revs.is_empty() {
+        if entry.revs().is_empty() {
             self.map.remove(key)
         } else if let Some(slot) = self.map.get_mut(key) {
             Some(std::mem::replace(slot, entry))
@@ -217,7 +270,7 @@ impl KeyIndex {
         let mut dropped = Vec::new();
         self.map.retain(|_, e| {
             e.compact(at, &mut dropped);
-            !e.revs.is_empty()
+            !e.revs().is_empty()
         });
         dropped.sort_unstable();
         dropped
@@ -249,6 +302,64 @@ impl IndexView for KeyIndex {
 
     fn get(&self, key: &[u8]) -> Option<&KeyEntry> {
         KeyIndex::get(self, key)
+    }
+}
+
+/// Builds the index at open from the history table's records, which come in revision
+/// order with keys in no order. Inserting them into the tree one by one costs a tree
+/// search per record; instead they are sorted by (key, revision) once and the tree is
+/// built from sorted input.
+#[derive(Debug, Default)]
+pub struct IndexLoader {
+    records: Vec<LoadedRecord>,
+}
+
+#[derive(Debug)]
+struct LoadedRecord {
+    key: Box<[u8]>,
+    rev: IndexRev,
+    create: i64,
+    version: i64,
+    lease: i64,
+}
+
+impl IndexLoader {
+    /// Adds a put (with the metadata its record stores) or a tombstone.
+    pub fn push(&mut self, key: &[u8], rev: Revision, put: Option<(i64, i64, i64)>) {
+        let (create, version, lease) = put.unwrap_or_default();
+        self.records.push(LoadedRecord {
+            key: key.into(),
+            rev: index_rev(rev, put.is_none()),
+            create,
+            version,
+            lease,
+        });
+    }
+
+    pub fn finish(mut self) -> KeyIndex {
+        self.records.sort_unstable_by(|a, b| {
+            a.key
+                .cmp(&b.key)
+                .then_with(|| a.rev.revision().cmp(&b.rev.revision()))
+        });
+        let mut entries: Vec<(Box<[u8]>, KeyEntry)> = Vec::new();
+        for r in self.records {
+            let same = entries.last().is_some_and(|(k, _)| *k == r.key);
+            if !same {
+                entries.push((r.key, KeyEntry::default()));
+            }
+            let Some((_, e)) = entries.last_mut() else {
+                continue;
+            };
+            e.revs.push(r.rev);
+            // The record is authoritative: compaction may have dropped the history the
+            // version would otherwise be counted from.
+            (e.create, e.version, e.lease) = (r.create, r.version, r.lease);
+        }
+        KeyIndex {
+            // Sorted, distinct keys: the map is bulk-built without searching.
+            map: entries.into_iter().collect(),
+        }
     }
 }
 
@@ -352,10 +463,13 @@ mod tests {
         let mut d = Vec::new();
         e.compact(4, &mut d);
         assert_eq!(d, vec![r(2, 0)]);
-        assert_eq!(e.revs.iter().map(|x| x.main).collect::<Vec<_>>(), [3, 5, 7]);
+        assert_eq!(
+            e.revs().iter().map(|x| x.main).collect::<Vec<_>>(),
+            [3, 5, 7]
+        );
         e.compact(5, &mut d);
         assert_eq!(d, vec![r(2, 0), r(3, 0), r(5, 0)]);
-        assert_eq!(e.revs.iter().map(|x| x.main).collect::<Vec<_>>(), [7]);
+        assert_eq!(e.revs().iter().map(|x| x.main).collect::<Vec<_>>(), [7]);
         // Compacting again, or below, changes nothing.
         e.compact(6, &mut d);
         e.compact(1, &mut d);
@@ -365,7 +479,7 @@ mod tests {
         g.put(r(2, 0), 0);
         g.delete(r(3, 0));
         g.compact(3, &mut d);
-        assert!(g.revs.is_empty());
+        assert!(g.revs().is_empty());
     }
 
     #[test]
@@ -403,7 +517,7 @@ mod tests {
         };
         let mut seen = Vec::new();
         v.visit(&KeyRange::new(b"a", b"\0"), &mut |k, e| {
-            seen.push((k.to_vec(), e.revs.last().map(|x| x.main)));
+            seen.push((k.to_vec(), e.revs().last().map(|x| x.main)));
             true
         });
         assert_eq!(
@@ -424,6 +538,38 @@ mod tests {
             n < 2
         });
         assert_eq!(n, 2);
+    }
+
+    #[test]
+    fn loader_builds_what_applying_builds() {
+        let mut applied = KeyIndex::default();
+        let mut loader = IndexLoader::default();
+        // (key, main, sub, put?) in revision order, keys interleaved.
+        let log = [
+            (&b"b"[..], 2, 0, true),
+            (b"a", 3, 0, true),
+            (b"b", 3, 1, true),
+            (b"c", 4, 0, true),
+            (b"b", 5, 0, false),
+            (b"a", 6, 0, true),
+            (b"b", 7, 0, true),
+        ];
+        for (k, m, sub, put) in log {
+            let e = applied.entry_mut(k);
+            if put {
+                let (c, v) = e.put(r(m, sub), m * 10);
+                loader.push(k, r(m, sub), Some((c, v, m * 10)));
+            } else {
+                e.delete(r(m, sub));
+                loader.push(k, r(m, sub), None);
+            }
+        }
+        let loaded = loader.finish();
+        assert_eq!(loaded.len(), 3);
+        for ((k1, e1), (k2, e2)) in applied.iter().zip(loaded.iter()) {
+            assert_eq!((k1, e1), (k2, e2));
+        }
+        assert_eq!(std::mem::size_of::<KeyEntry>(), 48);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use mnemo_proto::mvccpb::KeyValue;
 use mnemo_storage::{Database, DatabaseOptions, Durability, Table};
 use parking_lot::{Mutex, RwLock};
 
-use super::index::{IndexRev, KeyIndex};
+use super::index::{IndexLoader, IndexRev, KeyIndex};
 use super::range;
 use super::record::{
     self, Record, RecordKind, ALARM_TABLE, KV_TABLE, LEASE_TABLE, META_COMPACT_REV,
@@ -121,7 +121,7 @@ fn load(db: Database) -> Result<State> {
             "mvcc: compact revision {compact_rev} is beyond the current revision {current_rev}"
         )));
     }
-    let mut index = KeyIndex::default();
+    let mut loader = IndexLoader::default();
     for e in rtx.open_table(KV_TABLE)?.iter()? {
         let e = e?;
         let rev = Revision::decode(e.key())
@@ -133,18 +133,11 @@ fn load(db: Database) -> Result<State> {
             )));
         }
         let rec = Record::decode(e.key(), e.value())?;
-        let entry = index.entry_mut(rec.key);
-        match rec.kind {
-            RecordKind::Put => {
-                entry.put(rev, rec.lease);
-                // The record is authoritative: compaction may have dropped the history
-                // the entry would otherwise count versions from.
-                entry.create = rec.create_revision;
-                entry.version = rec.version;
-            }
-            RecordKind::Tombstone => entry.delete(rev),
-        }
+        let put =
+            (rec.kind == RecordKind::Put).then_some((rec.create_revision, rec.version, rec.lease));
+        loader.push(rec.key, rev, put);
     }
+    let mut index = loader.finish();
     let pending_removal = index.compact(compact_rev).into();
     let mut leases = BTreeMap::new();
     for e in rtx.open_table(LEASE_TABLE)?.iter()? {
