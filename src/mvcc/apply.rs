@@ -26,7 +26,6 @@ use mnemo_proto::etcdserverpb::{
 };
 use mnemo_proto::mvccpb::{event::EventType, Event, KeyValue};
 use mnemo_storage::{Durability, WriteTransaction};
-use parking_lot::MutexGuard;
 
 use super::index::{IndexRev, IndexView, KeyEntry, KeyRange, Layer, Layered};
 use super::range::{self, header};
@@ -35,16 +34,13 @@ use super::record::{
     META_TABLE, RAFT_META_PREFIX,
 };
 use super::revision::Revision;
-use super::store::{internal, read_kv, sort_alarms, Store};
+use super::store::{internal, read_kv, sort_alarms, GateToken, Store, REMOVALS_PER_BATCH};
 use super::{Applied, LeaseInfo};
 use crate::command::{Command, CommandResponse, Op};
 use crate::error::{Error, Result};
 
 /// etcd's largest lease TTL, in seconds.
 pub const MAX_LEASE_TTL: i64 = 9_000_000_000;
-
-/// History records removed from the page file per batch, at most, after a compaction.
-const REMOVALS_PER_BATCH: usize = 8192;
 
 /// What a batch changed, not yet visible to readers.
 #[derive(Debug)]
@@ -67,7 +63,7 @@ struct Batch {
 #[derive(Debug)]
 pub struct Applier<'a> {
     store: &'a Store,
-    _apply: MutexGuard<'a, ()>,
+    _apply: GateToken<'a>,
     wtx: WriteTransaction,
     batch: Batch,
     start_rev: i64,
@@ -129,7 +125,7 @@ fn is_storage_failure(e: &Error) -> bool {
 impl Store {
     /// Starts the apply batch, waiting for the previous one to commit.
     pub fn begin_apply(&self) -> Result<Applier<'_>> {
-        let guard = self.apply_lock.lock();
+        let guard = self.apply_gate.enter();
         let (db, current_rev, compact_rev, alarms) = {
             let st = self.state.read();
             (

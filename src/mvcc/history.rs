@@ -27,7 +27,7 @@ impl Store {
     /// Takes the apply lock for a moment, so that no batch is between its page-file
     /// commit and its index update: the snapshot then holds exactly the published state.
     fn pin(&self) -> Result<Pinned> {
-        let _apply = self.apply_lock.lock();
+        let _apply = self.apply_gate.enter();
         let st = self.state.read();
         Ok(Pinned {
             rtx: st.db.begin_read()?,

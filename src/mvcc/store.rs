@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use mnemo_proto::etcdserverpb::{AlarmMember, RangeRequest, RangeResponse};
 use mnemo_proto::mvccpb::KeyValue;
 use mnemo_storage::{Database, DatabaseOptions, Durability, Table};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, RwLock};
 
 use super::index::{IndexLoader, IndexRev, KeyIndex};
 use super::range;
@@ -47,16 +47,52 @@ pub(crate) struct State {
     pub pending_removal: VecDeque<Revision>,
 }
 
+/// The store's single apply slot: held by the open apply batch, and briefly by anything
+/// that must see no batch between its page-file commit and its index update. A flag and
+/// a condition variable rather than a mutex guard, so that an [`super::Applier`] can move
+/// between threads (an async state machine may resume on another worker).
+#[derive(Debug, Default)]
+pub(crate) struct ApplyGate {
+    busy: Mutex<bool>,
+    cv: Condvar,
+}
+
+/// Holds the [`ApplyGate`] until dropped.
+#[derive(Debug)]
+pub(crate) struct GateToken<'a>(&'a ApplyGate);
+
+impl ApplyGate {
+    pub(crate) fn enter(&self) -> GateToken<'_> {
+        let mut busy = self.busy.lock();
+        while *busy {
+            self.cv.wait(&mut busy);
+        }
+        *busy = true;
+        GateToken(self)
+    }
+}
+
+impl Drop for GateToken<'_> {
+    fn drop(&mut self) {
+        *self.0.busy.lock() = false;
+        self.0.cv.notify_one();
+    }
+}
+
 /// The store. Cheap to share behind an `Arc`; all methods take `&self`.
 #[derive(Debug)]
 pub struct Store {
     pub(crate) state: RwLock<State>,
     /// Held by the open apply batch (and by whole-state replacement).
-    pub(crate) apply_lock: Mutex<()>,
+    pub(crate) apply_gate: ApplyGate,
     path: PathBuf,
     opts: DatabaseOptions,
     size_in_use: Mutex<Option<(Instant, u64, u64)>>,
 }
+
+/// History records removed from the page file per write transaction, at most, after a
+/// compaction.
+pub(crate) const REMOVALS_PER_BATCH: usize = 8192;
 
 pub(crate) fn internal(msg: impl Into<String>) -> Error {
     Error::Internal(msg.into())
@@ -194,7 +230,7 @@ impl Store {
         let db = Database::open_path(path, opts.clone())?;
         Ok(Store {
             state: RwLock::new(load(db)?),
-            apply_lock: Mutex::new(()),
+            apply_gate: ApplyGate::default(),
             path: path.to_path_buf(),
             opts,
             size_in_use: Mutex::new(None),
@@ -297,9 +333,46 @@ impl Store {
         v
     }
 
-    /// Gives free space back to the file system while applies keep flowing: the page
-    /// file's incremental compaction, a few dozen leaves per write transaction.
+    /// Removes from the page file the history that compaction took out of the index. Apply
+    /// batches do this too, a bounded amount each; this finishes the job in steps of the
+    /// same size, letting batches in between. Returns how many records were removed.
+    pub fn remove_compacted(&self) -> Result<usize> {
+        let mut total = 0;
+        loop {
+            let _apply = self.apply_gate.enter();
+            let (db, revs) = {
+                let st = self.state.read();
+                let revs: Vec<Revision> = st
+                    .pending_removal
+                    .iter()
+                    .take(REMOVALS_PER_BATCH)
+                    .copied()
+                    .collect();
+                (st.db.clone(), revs)
+            };
+            if revs.is_empty() {
+                break;
+            }
+            let mut w = db.begin_write()?;
+            let mut kv = w.open_table(KV_TABLE)?;
+            for r in &revs {
+                kv.remove(&r.encode())?;
+            }
+            w.commit(Durability::Deferred)?;
+            self.state.write().pending_removal.drain(..revs.len());
+            total += revs.len();
+        }
+        if total > 0 {
+            self.sync()?;
+        }
+        Ok(total)
+    }
+
+    /// Gives free space back to the file system while applies keep flowing: finishes
+    /// removing compacted history, then runs the page file's incremental compaction, a few
+    /// dozen leaves per write transaction.
     pub fn defrag(&self) -> Result<()> {
+        self.remove_compacted()?;
         let db = self.db();
         let (before, after) = db.compact(64)?;
         tracing::info!(before, after, "defragmented the page file");
@@ -351,7 +424,7 @@ impl Store {
     /// the store's file and renamed over it; readers that are still running keep their
     /// snapshot of the old file.
     pub fn restore_from(&self, src: &Path) -> Result<()> {
-        let _apply = self.apply_lock.lock();
+        let _apply = self.apply_gate.enter();
         let tmp = self.path.with_extension("restore");
         let io = |what: &str, e: std::io::Error| internal(format!("restore: {what}: {e}"));
         std::fs::copy(src, &tmp).map_err(|e| io("copying the snapshot", e))?;
