@@ -85,7 +85,8 @@ pub struct Store {
     pub(crate) state: RwLock<State>,
     /// Held by the open apply batch (and by whole-state replacement).
     pub(crate) apply_gate: ApplyGate,
-    path: PathBuf,
+    /// The page file's path; `None` for a store over another backend (tests).
+    path: Option<PathBuf>,
     opts: DatabaseOptions,
     size_in_use: Mutex<Option<(Instant, u64, u64)>>,
 }
@@ -228,11 +229,20 @@ impl Store {
     /// [`Store::open`] with page-file options (page size for a new file, cache size).
     pub fn open_with(path: &Path, opts: DatabaseOptions) -> Result<Store> {
         let db = Database::open_path(path, opts.clone())?;
+        let mut store = Self::from_database(db)?;
+        store.path = Some(path.to_path_buf());
+        store.opts = opts;
+        Ok(store)
+    }
+
+    /// A store over an already open page file (any backend: memory, fault injection).
+    /// Such a store cannot [`Store::restore_from`], which replaces a file by path.
+    pub fn from_database(db: Database) -> Result<Store> {
         Ok(Store {
             state: RwLock::new(load(db)?),
             apply_gate: ApplyGate::default(),
-            path: path.to_path_buf(),
-            opts,
+            path: None,
+            opts: DatabaseOptions::default(),
             size_in_use: Mutex::new(None),
         })
     }
@@ -424,8 +434,13 @@ impl Store {
     /// the store's file and renamed over it; readers that are still running keep their
     /// snapshot of the old file.
     pub fn restore_from(&self, src: &Path) -> Result<()> {
+        let Some(path) = &self.path else {
+            return Err(Error::Unsupported(
+                "restoring a store that has no file path",
+            ));
+        };
         let _apply = self.apply_gate.enter();
-        let tmp = self.path.with_extension("restore");
+        let tmp = path.with_extension("restore");
         let io = |what: &str, e: std::io::Error| internal(format!("restore: {what}: {e}"));
         std::fs::copy(src, &tmp).map_err(|e| io("copying the snapshot", e))?;
         std::fs::File::open(&tmp)
@@ -433,8 +448,8 @@ impl Store {
             .map_err(|e| io("syncing the copy", e))?;
         // Check the copy before it replaces anything.
         let state = load(Database::open_path(&tmp, self.opts.clone())?)?;
-        std::fs::rename(&tmp, &self.path).map_err(|e| io("renaming the copy", e))?;
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::rename(&tmp, path).map_err(|e| io("renaming the copy", e))?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::File::open(dir)
                 .and_then(|d| d.sync_all())
                 .map_err(|e| io("syncing the directory", e))?;
