@@ -6,7 +6,10 @@
 //! the local store), and fills every response header.
 
 mod compactor;
+mod run;
 pub mod validate;
+
+pub use run::{serve, DirLock};
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,6 +51,11 @@ pub struct ServerOptions {
     pub quota_backend_bytes: u64,
     pub heartbeat_ms: u64,
     pub election_timeout_ms: u64,
+    pub snapshot_count: u64,
+    /// Every member of a new cluster (`--initial-cluster`), by id.
+    pub initial_members: std::collections::BTreeMap<u64, Member>,
+    /// `--initial-cluster-state new`.
+    pub new_cluster: bool,
     pub auto_compaction: Option<AutoCompaction>,
 }
 

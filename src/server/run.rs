@@ -1,0 +1,186 @@
+//! Starting and stopping a member: open the store, start raft, the watch hub, the lease
+//! clock and auto-compaction, serve gRPC until asked to stop, then shut down cleanly.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use mnemo_proto::etcdserverpb::LeaseRevokeRequest;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use super::{EtcdServer, ServerOptions};
+use crate::error::{Error, Result};
+use crate::lease::Lessor;
+use crate::mvcc::watch::WatchHub;
+use crate::mvcc::{Applied, History, Store};
+use crate::raft::{RaftNode, RaftOptions};
+
+/// Holds the data directory's lock for as long as the member runs: a second member (or
+/// an offline tool) on the same directory is refused.
+#[derive(Debug)]
+pub struct DirLock {
+    _file: std::fs::File,
+}
+
+impl DirLock {
+    pub fn acquire(member_dir: &Path) -> Result<DirLock> {
+        let path = member_dir.join("lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::Internal(format!("opening {}: {e}", path.display())))?;
+        match file.try_lock() {
+            Ok(()) => Ok(DirLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(Error::Internal(format!(
+                "data dir {} is in use by another process",
+                member_dir.display()
+            ))),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(Error::Internal(format!("locking {}: {e}", path.display())))
+            }
+        }
+    }
+}
+
+/// Runs one member until `shutdown` resolves.
+pub async fn serve(
+    options: ServerOptions,
+    client_addrs: Vec<SocketAddr>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let member_dir = options.member_dir.clone();
+    std::fs::create_dir_all(&member_dir)
+        .map_err(|e| Error::Internal(format!("creating {}: {e}", member_dir.display())))?;
+    let _lock = DirLock::acquire(&member_dir)?;
+
+    // Bind first: a port already in use fails before anything is written.
+    let mut listeners = Vec::new();
+    for addr in &client_addrs {
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::Internal(format!("listening on {addr}: {e}")))?;
+        listeners.push(l);
+    }
+
+    let db_path = member_dir.join("db");
+    let store = Arc::new(tokio::task::block_in_place(|| Store::open(&db_path))?);
+    let hub = Arc::new(WatchHub::new(store.clone() as Arc<dyn History>));
+    let lessor = Arc::new(Lessor::new(options.heartbeat_ms, options.election_timeout_ms));
+    let on_applied = {
+        let hub = hub.clone();
+        let lessor = lessor.clone();
+        Arc::new(move |applied: Applied| {
+            lessor.apply(&applied);
+            hub.notify(&applied);
+        })
+    };
+    let raft_options = RaftOptions {
+        node_id: options.member_id,
+        member: options.member.clone(),
+        member_dir: member_dir.clone(),
+        heartbeat_ms: options.heartbeat_ms,
+        election_timeout_ms: options.election_timeout_ms,
+        snapshot_count: options.snapshot_count,
+        initial_members: options.initial_members.clone(),
+        new_cluster: options.new_cluster,
+    };
+    let raft = RaftNode::start(raft_options, store.clone(), on_applied).await?;
+    let io_path = raft.io_path();
+    let server = Arc::new(EtcdServer::new(options, store, raft, hub, lessor));
+
+    tokio::spawn(lease_expiry(Arc::downgrade(&server)));
+    tokio::spawn(leadership(Arc::downgrade(&server)));
+    if let Some(mode) = server.options.auto_compaction {
+        tokio::spawn(super::compactor::run(Arc::downgrade(&server), mode));
+    }
+
+    tracing::info!(
+        name = %server.options.member.name,
+        member_id = format_args!("{:x}", server.options.member_id),
+        client_urls = ?client_addrs,
+        data_dir = %member_dir.display(),
+        wal_io = ?io_path,
+        "mnemo serving client requests"
+    );
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    for listener in listeners {
+        let router = crate::grpc::router(server.clone());
+        let mut stop = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let incoming = TcpListenerStream::new(listener);
+            router
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+        }));
+    }
+    shutdown.await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        match t.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "gRPC server ended with an error"),
+            Err(e) => tracing::warn!(error = %e, "gRPC server task failed"),
+        }
+    }
+    server.raft.shutdown().await?;
+    let store = server.store.clone();
+    tokio::task::block_in_place(|| store.sync())?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Proposes a revoke for every lease the leader's clock finds expired.
+async fn lease_expiry(server: std::sync::Weak<EtcdServer>) {
+    loop {
+        let Some(lessor) = server.upgrade().map(|s| s.lessor.clone()) else {
+            return;
+        };
+        let expired = lessor.next_expired().await;
+        let Some(server) = server.upgrade() else {
+            return;
+        };
+        for id in expired {
+            let server = server.clone();
+            tokio::spawn(async move {
+                match server.lease_revoke(LeaseRevokeRequest { id }).await {
+                    Ok(_) | Err(Error::LeaseNotFound) => {}
+                    Err(e) => tracing::warn!(lease = id, error = %e, "revoking an expired lease failed"),
+                }
+                server.lessor.revoke_done(id);
+            });
+        }
+    }
+}
+
+/// Starts the lease clock when this member becomes leader, stops it when it stops being.
+async fn leadership(server: std::sync::Weak<EtcdServer>) {
+    let Some(mut changes) = server.upgrade().map(|s| s.raft.leader_changes()) else {
+        return;
+    };
+    let mut was_leader = false;
+    loop {
+        let Some(s) = server.upgrade() else {
+            return;
+        };
+        let is_leader = s.raft.is_leader();
+        if is_leader && !was_leader {
+            s.lessor.promote(s.store.leases());
+        } else if !is_leader && was_leader {
+            s.lessor.demote();
+        }
+        was_leader = is_leader;
+        drop(s);
+        if changes.changed().await.is_err() {
+            return;
+        }
+    }
+}
