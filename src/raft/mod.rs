@@ -55,3 +55,7 @@ openraft::declare_raft_types!(
 
 /// openraft's handle specialised to mnemo.
 pub type Raft = openraft::Raft<TypeConfig>;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;

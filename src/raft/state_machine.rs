@@ -333,18 +333,17 @@ impl<S: ApplyStore> RaftStateMachine<TypeConfig> for StateMachine<S> {
         meta: &SnapshotMeta<u64, Member>,
         snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError<u64>> {
-        snapshot.sync_all().await.map_err(snap_err)?;
-        drop(snapshot);
+        let data_file = SnapshotDir::data_file(&meta.snapshot_id);
+        let data = self.snaps.path(&data_file);
+        place_snapshot(snapshot, &self.snaps.path(RECEIVING_FILE), &data)
+            .await
+            .map_err(snap_err)?;
         let mut inner = self.inner.clone().lock_owned().await;
         let store = self.store.clone();
         let snaps = self.snaps.clone();
         let meta2 = meta.clone();
         let (mut inner, result) = tokio::task::spawn_blocking(move || {
-            let r = (|| -> Result<AppliedState> {
-                let data_file = SnapshotDir::data_file(&meta2.snapshot_id);
-                let data = snaps.path(&data_file);
-                std::fs::rename(snaps.path(RECEIVING_FILE), &data)
-                    .map_err(|e| Error::Internal(format!("snapshot: {e}")))?;
+            let r = (move || -> Result<AppliedState> {
                 store.restore_from(&data)?;
                 snaps
                     .commit(&meta2, &data_file, None)
@@ -386,6 +385,39 @@ impl<S: ApplyStore> RaftStateMachine<TypeConfig> for StateMachine<S> {
             snapshot: Box::new(file),
         }))
     }
+}
+
+/// Makes the received snapshot `file` durable at `data`. Usually it is the file
+/// `begin_receiving_snapshot` created at `receiving`, which is renamed; any other file
+/// handle (a caller may hand over another snapshot's file) is copied.
+async fn place_snapshot(
+    mut file: Box<tokio::fs::File>,
+    receiving: &Path,
+    data: &Path,
+) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    use tokio::io::AsyncSeekExt;
+
+    let got = file.metadata().await?;
+    let same = match tokio::fs::metadata(receiving).await {
+        Ok(m) => m.dev() == got.dev() && m.ino() == got.ino(),
+        Err(_) => false,
+    };
+    if same {
+        file.sync_all().await?;
+        drop(file);
+        tokio::fs::rename(receiving, data).await?;
+    } else {
+        file.seek(io::SeekFrom::Start(0)).await?;
+        let tmp = data.with_extension("copy.tmp");
+        let mut out = tokio::fs::File::create(&tmp).await?;
+        tokio::io::copy(&mut file, &mut out).await?;
+        out.sync_all().await?;
+        drop(out);
+        tokio::fs::rename(&tmp, data).await?;
+        let _ = tokio::fs::remove_file(receiving).await;
+    }
+    Ok(())
 }
 
 /// Builds a snapshot: a durable copy of the store taken between two apply batches.
