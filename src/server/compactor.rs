@@ -12,13 +12,8 @@ use std::time::{Duration, Instant};
 use mnemo_proto::etcdserverpb::CompactionRequest;
 
 use super::EtcdServer;
+use crate::config::AutoCompaction;
 use crate::error::Error;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AutoCompaction {
-    Periodic(Duration),
-    Revision(i64),
-}
 
 const REVISION_MODE_CHECK: Duration = Duration::from_secs(5 * 60);
 
@@ -55,7 +50,7 @@ pub(crate) async fn run(server: Weak<EtcdServer>, mode: AutoCompaction) {
         }
         let current = server.store.current_revision();
         let target = match mode {
-            AutoCompaction::Revision(keep) => Some(current - keep),
+            AutoCompaction::Revision(keep) => Some(current - i64::try_from(keep).unwrap_or(i64::MAX)),
             AutoCompaction::Periodic(_) => {
                 let now = Instant::now();
                 samples.push_back((now, current));

@@ -9,7 +9,7 @@ mod compactor;
 mod run;
 pub mod validate;
 
-pub use run::{serve, DirLock};
+pub use run::{run, serve, shutdown_signal, DirLock};
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,7 +31,6 @@ use crate::mvcc::watch::WatchHub;
 use crate::mvcc::Store;
 use crate::raft::{Member, RaftNode};
 
-pub use compactor::AutoCompaction;
 
 /// The etcd API version mnemo speaks, reported by Status and `--version`.
 pub const ETCD_VERSION: &str = "3.4.0";
@@ -56,7 +55,7 @@ pub struct ServerOptions {
     pub initial_members: std::collections::BTreeMap<u64, Member>,
     /// `--initial-cluster-state new`.
     pub new_cluster: bool,
-    pub auto_compaction: Option<AutoCompaction>,
+    pub auto_compaction: Option<crate::config::AutoCompaction>,
 }
 
 /// A running member.

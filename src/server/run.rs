@@ -1,6 +1,7 @@
 //! Starting and stopping a member: open the store, start raft, the watch hub, the lease
 //! clock and auto-compaction, serve gRPC until asked to stop, then shut down cleanly.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -11,11 +12,12 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use super::{EtcdServer, ServerOptions};
+use crate::config::{ClusterState, Config};
 use crate::error::{Error, Result};
 use crate::lease::Lessor;
 use crate::mvcc::watch::WatchHub;
 use crate::mvcc::{Applied, History, Store};
-use crate::raft::{RaftNode, RaftOptions};
+use crate::raft::{Member, RaftNode, RaftOptions};
 
 /// Holds the data directory's lock for as long as the member runs: a second member (or
 /// an offline tool) on the same directory is refused.
@@ -44,6 +46,63 @@ impl DirLock {
             }
         }
     }
+}
+
+/// Runs the member `config` describes until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> Result<()> {
+    let signal = shutdown_signal()?;
+    let local = config.local_member();
+    let member = Member {
+        name: config.name.clone(),
+        peer_urls: local.peer_urls.iter().map(|u| u.to_string()).collect(),
+        client_urls: config.advertise_client_urls.iter().map(|u| u.to_string()).collect(),
+    };
+    let initial_members: BTreeMap<u64, Member> = config
+        .initial_cluster
+        .iter()
+        .map(|m| {
+            let client_urls = if m.id == local.id {
+                member.client_urls.clone()
+            } else {
+                vec![]
+            };
+            let peer_urls = m.peer_urls.iter().map(|u| u.to_string()).collect();
+            (m.id, Member { name: m.name.clone(), peer_urls, client_urls })
+        })
+        .collect();
+    let options = ServerOptions {
+        member_id: config.member_id(),
+        cluster_id: config.cluster_id(),
+        member,
+        member_dir: config.data_dir.join("member"),
+        max_request_bytes: config.max_request_bytes,
+        max_txn_ops: config.max_txn_ops,
+        quota_backend_bytes: config.quota_backend_bytes.unwrap_or(DEFAULT_QUOTA_BYTES),
+        heartbeat_ms: config.heartbeat_interval.as_millis() as u64,
+        election_timeout_ms: config.election_timeout.as_millis() as u64,
+        snapshot_count: config.snapshot_count,
+        initial_members,
+        new_cluster: config.initial_cluster_state == ClusterState::New,
+        auto_compaction: config.auto_compaction,
+    };
+    serve(options, config.client_bind_addrs(), signal).await
+}
+
+/// etcd's default space quota: 2 GiB.
+pub const DEFAULT_QUOTA_BYTES: u64 = 2 << 30;
+
+/// Installs SIGTERM and SIGINT handlers now; the future completes at the first signal.
+pub fn shutdown_signal() -> Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let install = |kind| signal(kind).map_err(|e| Error::Internal(format!("signal handler: {e}")));
+    let mut term = install(SignalKind::terminate())?;
+    let mut int = install(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }
 
 /// Runs one member until `shutdown` resolves.
@@ -104,7 +163,7 @@ pub async fn serve(
         client_urls = ?client_addrs,
         data_dir = %member_dir.display(),
         wal_io = ?io_path,
-        "mnemo serving client requests"
+        "ready to serve client requests"
     );
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
