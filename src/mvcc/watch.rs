@@ -133,6 +133,25 @@ pub struct WatchUpdate {
     pub fragment: bool,
 }
 
+/// Gauges and counters of the hub (etcd: `etcd_debugging_mvcc_watcher_total`,
+/// `etcd_debugging_mvcc_slow_watcher_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HubStats {
+    /// Live watchers.
+    pub watchers: usize,
+    /// Of which catching up from history.
+    pub unsynced: usize,
+    /// Times a synced watcher was moved aside because its stream's queue was full.
+    pub moved_aside: u64,
+}
+
+impl HubStats {
+    /// `(watchers, unsynced)`.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.watchers, self.unsynced)
+    }
+}
+
 /// Why a create request was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WatchError {
@@ -201,6 +220,7 @@ struct HubState {
     streams: HashMap<u64, StreamState>,
     /// Streams whose client asked for progress while some watcher was unsynced.
     deferred_progress: BTreeSet<u64>,
+    moved_aside: u64,
 }
 
 struct StreamState {
@@ -324,6 +344,11 @@ impl WatchHub {
             while end < events.len() && event_revision(&events[end], revision) == rev {
                 end += 1;
             }
+            if rev <= st.revision {
+                // Already delivered (a replayed batch): synced watchers have it.
+                start = end;
+                continue;
+            }
             per_watcher.clear();
             for ev in &events[start..end] {
                 let Some(kv) = &ev.kv else { continue };
@@ -412,10 +437,13 @@ impl WatchHub {
         self.shared.state.lock().revision
     }
 
-    /// Live watchers, and how many of them are catching up.
-    pub fn watcher_counts(&self) -> (usize, usize) {
+    pub fn stats(&self) -> HubStats {
         let st = self.shared.state.lock();
-        (st.watchers.len(), st.unsynced.len())
+        HubStats {
+            watchers: st.watchers.len(),
+            unsynced: st.unsynced.len(),
+            moved_aside: st.moved_aside,
+        }
     }
 }
 
@@ -469,6 +497,7 @@ impl HubState {
                 let range = w.range.clone();
                 self.synced.remove(key, &range);
                 self.unsynced.insert(key);
+                self.moved_aside += 1;
                 true
             }
         }

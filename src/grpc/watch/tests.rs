@@ -382,7 +382,7 @@ async fn ending_the_call_removes_its_watchers() {
     call.create(create("b", "", 1)).await;
     assert!(call.next().await.created);
     assert!(call.next().await.created);
-    assert_eq!(server.hub.watcher_counts().0, 2);
+    assert_eq!(server.hub.stats().watchers, 2);
 
     // Half-close: the watchers stay and events still flow, as in etcd.
     let Call {
@@ -397,15 +397,15 @@ async fn ending_the_call_removes_its_watchers() {
         .unwrap()
         .unwrap();
     assert_eq!(revs(&r.events), vec![1]);
-    assert_eq!(server.hub.watcher_counts().0, 2);
+    assert_eq!(server.hub.stats().watchers, 2);
 
     // Gone: the watchers go too.
     drop(responses);
     for _ in 0..200 {
-        if server.hub.watcher_counts().0 == 0 {
+        if server.hub.stats().watchers == 0 {
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!("watchers still there: {:?}", server.hub.watcher_counts());
+    panic!("watchers still there: {:?}", server.hub.stats());
 }

@@ -90,6 +90,11 @@ impl FakeHistory {
         self.txn(&[Op::Delete(key)])
     }
 
+    /// Every event still in the log, in revision order.
+    pub(crate) fn log(&self) -> Vec<Event> {
+        self.state.read().log.clone()
+    }
+
     pub(crate) fn compact(&self, rev: i64) {
         let mut st = self.state.write();
         st.compact = rev;

@@ -244,9 +244,13 @@ async fn cancel_stops_events_and_drops_queued_ones() {
     again.watch_id = id;
     assert_eq!(stream.watch(&again), Ok(id));
     assert_eq!(created(&mut rx).await, id);
-    put(&history, &hub, "k", "4");
+    let applied = history.put(b"k", b"4");
+    hub.notify(&applied);
     let u = next_update(&mut rx).await;
     assert_eq!((u.watch_id, u.revision), (id, 4));
+    // A batch notified twice is delivered once.
+    hub.notify(&applied);
+    assert_quiet(&mut rx).await;
 }
 
 #[tokio::test]
@@ -314,7 +318,7 @@ async fn past_start_catches_up_and_joins_live_without_gap_or_duplicate_under_wri
     assert_eq!(seen.len(), expected.len());
     assert_eq!(seen, expected);
     assert_quiet(&mut rx).await;
-    assert_eq!(hub.watcher_counts(), (1, 0), "the watcher ends synced");
+    assert_eq!(hub.stats().counts(), (1, 0), "the watcher ends synced");
 }
 
 #[tokio::test]
@@ -398,7 +402,7 @@ async fn compacted_start_revision_cancels_with_the_compact_revision() {
             compact_revision: 6
         }
     );
-    assert_eq!(hub.watcher_counts(), (0, 0));
+    assert_eq!(hub.stats().counts(), (0, 0));
     // The id stays taken until the client cancels it, as in etcd.
     let mut same = watch_req(b"k", b"", 0);
     same.watch_id = id;
@@ -447,7 +451,7 @@ async fn slow_watcher_never_blocks_notify_and_later_gets_everything_in_order() {
     for i in 0..n {
         put(&history, &hub, &format!("k{}", i % 3), "v");
     }
-    let (watchers, unsynced) = hub.watcher_counts();
+    let (watchers, unsynced) = hub.stats().counts();
     assert_eq!(watchers, 2);
     assert!(unsynced >= 1, "the slow watcher was moved aside");
     let expected: Vec<i64> = (1..=n as i64).collect();
@@ -464,7 +468,7 @@ async fn slow_watcher_never_blocks_notify_and_later_gets_everything_in_order() {
     // Caught up: live again.
     put(&history, &hub, "k", "live");
     assert_eq!(next_update(&mut slow_rx).await.revision, n as i64 + 1);
-    assert_eq!(hub.watcher_counts(), (2, 0));
+    assert_eq!(hub.stats().counts(), (2, 0));
 }
 
 #[tokio::test]
@@ -545,9 +549,9 @@ async fn dropping_a_stream_removes_its_watchers() {
     let (stream, mut rx) = hub.new_stream();
     stream.watch(&watch_req(b"k", b"", 0)).unwrap();
     stream.watch(&watch_req(b"k", b"", 1)).unwrap();
-    assert_eq!(hub.watcher_counts().0, 2);
+    assert_eq!(hub.stats().counts().0, 2);
     drop(stream);
-    assert_eq!(hub.watcher_counts(), (0, 0));
+    assert_eq!(hub.stats().counts(), (0, 0));
     assert!(rx.recv().await.is_none(), "the receiver ends");
     put(&history, &hub, "k", "1");
     let st = hub.shared.state.lock();
@@ -573,4 +577,258 @@ async fn resync_after_restore_catches_synced_watchers_up_from_history() {
     assert_eq!(revs, vec![1, 3]);
     put(&history, &hub, "k", "4");
     assert_eq!(next_update(&mut rx).await.revision, 4);
+}
+
+/// A small deterministic generator for the mixed test below.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mixed_watchers_with_slow_readers_see_exactly_their_history() {
+    for seed in 1..=6 {
+        let moved_aside = mixed_run(seed).await;
+        assert!(
+            moved_aside > 0,
+            "seed {seed}: no watcher was ever moved aside"
+        );
+    }
+}
+
+/// Returns how many times a watcher was moved aside.
+async fn mixed_run(seed: u64) -> u64 {
+    let history = Arc::new(FakeHistory::default());
+    let hub = Arc::new(hub_with(
+        &history,
+        HubConfig {
+            stream_capacity: 3,
+            catch_up_events: 16,
+            max_revisions_per_response: 8,
+        },
+    ));
+    let mut rng = Lcg(seed);
+    let write = |rng: &mut Lcg| {
+        let k = format!("k{}", rng.next(10));
+        let applied = match rng.next(10) {
+            0 => history.delete(k.as_bytes()),
+            1 => history.txn(&[
+                Op::Put(k.as_bytes(), b"t"),
+                Op::Put(b"k5", b"t"),
+                Op::Delete(b"k7"),
+            ]),
+            _ => history.put(k.as_bytes(), b"v"),
+        };
+        hub.notify(&applied);
+    };
+    for _ in 0..300 {
+        write(&mut rng);
+    }
+    let total_writes = 3000;
+    let (final_tx, final_rx) = tokio::sync::watch::channel(0i64);
+
+    // (key, range_end, start, filters, prev_kv)
+    let specs: Vec<(&[u8], &[u8], i64, Vec<i32>, bool)> = vec![
+        (b"k", b"l", 1, vec![], true),
+        (b"k3", b"", 0, vec![], false),
+        (b"k2", b"k6", 50, vec![FilterType::Nodelete as i32], true),
+        (b"k5", b"\0", 0, vec![FilterType::Noput as i32], false),
+        (b"k", b"l", 900, vec![], false), // in the future
+        (b"k1", b"", 120, vec![], true),
+        (b"k0", b"k9", 0, vec![], true),
+        (b"k", b"l", 299, vec![FilterType::Noput as i32], true),
+    ];
+    let mut readers = Vec::new();
+    for (i, (key, end, start, filters, prev_kv)) in specs.into_iter().enumerate() {
+        let (stream, mut rx) = hub.new_stream();
+        let req = WatchCreateRequest {
+            key: key.to_vec(),
+            range_end: end.to_vec(),
+            start_revision: start,
+            filters: filters.clone(),
+            prev_kv,
+            ..WatchCreateRequest::default()
+        };
+        stream.watch(&req).unwrap();
+        let created_at = match next(&mut rx).await {
+            StreamItem::Created { revision, .. } => revision,
+            other => panic!("{other:?}"),
+        };
+        let seed = seed * 1000 + i as u64;
+        let mut final_rx = final_rx.clone();
+        readers.push(tokio::spawn(async move {
+            let mut rng = Lcg(seed);
+            let mut got: Vec<Event> = Vec::new();
+            let mut header = 0;
+            let mut requested = false;
+            // Read until the progress response asked for after the last write.
+            loop {
+                tokio::select! {
+                    item = tokio::time::timeout(Duration::from_secs(10), rx.recv()) => {
+                        let Ok(Some(StreamItem::Update(u))) = item else {
+                            panic!("expected an update, got {item:?}");
+                        };
+                        assert!(u.revision >= header);
+                        header = u.revision;
+                        if u.watch_id == INVALID_WATCH_ID {
+                            assert!(requested && u.events.is_empty());
+                            assert!(u.revision >= *final_rx.borrow());
+                            break;
+                        }
+                        got.extend(u.events);
+                        if rng.next(4) == 0 {
+                            tokio::time::sleep(Duration::from_millis(rng.next(3))).await;
+                        }
+                    }
+                    _ = final_rx.changed(), if !requested => {
+                        requested = true;
+                        stream.request_progress();
+                    }
+                }
+            }
+            drop(stream);
+            (req, created_at, got)
+        }));
+    }
+    let writer = {
+        let (history, hub) = (Arc::clone(&history), Arc::clone(&hub));
+        std::thread::spawn(move || {
+            let mut rng = Lcg(seed * 31 + 11);
+            let mut done = 0;
+            while done < total_writes {
+                let k = format!("k{}", rng.next(10));
+                let applied = match rng.next(10) {
+                    0 => history.delete(k.as_bytes()),
+                    1 => history.txn(&[Op::Put(k.as_bytes(), b"t"), Op::Delete(b"k7")]),
+                    _ => history.put(k.as_bytes(), b"v"),
+                };
+                if !applied.events.is_empty() {
+                    done += 1;
+                }
+                hub.notify(&applied);
+            }
+        })
+    };
+    writer.join().unwrap();
+    let final_rev = history.current_revision();
+    final_tx.send(final_rev).unwrap();
+    let log = history.log();
+    for reader in readers {
+        let (req, created_at, got) = reader.await.unwrap();
+        let range = KeyRange::from_request(&req.key, &req.range_end).unwrap();
+        let from = if req.start_revision == 0 {
+            created_at + 1
+        } else {
+            req.start_revision
+        };
+        let no_put = req.filters.contains(&(FilterType::Noput as i32));
+        let no_delete = req.filters.contains(&(FilterType::Nodelete as i32));
+        let expected: Vec<Event> = log
+            .iter()
+            .filter(|e| {
+                let kv = e.kv.as_ref().unwrap();
+                let put = e.r#type == EventType::Put as i32;
+                kv.mod_revision >= from
+                    && range.contains(&kv.key)
+                    && !(put && no_put)
+                    && !(!put && no_delete)
+            })
+            .map(|e| Event {
+                prev_kv: if req.prev_kv { e.prev_kv.clone() } else { None },
+                ..e.clone()
+            })
+            .collect();
+        assert_eq!(got.len(), expected.len(), "watcher {req:?}");
+        assert!(got == expected, "watcher {req:?} saw a different history");
+    }
+    hub.stats().moved_aside
+}
+
+/// A history that commits and notifies a write while the sync thread reads it: before
+/// the read on even calls (the read sees a revision the hub has not been told about
+/// when `current_revision` was asked), after it on odd ones (the hub moves past what
+/// the read saw before the sync thread takes the lock).
+struct RacyHistory {
+    inner: Arc<FakeHistory>,
+    hub: std::sync::OnceLock<std::sync::Weak<WatchHub>>,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl RacyHistory {
+    fn write(&self) {
+        if let Some(hub) = self.hub.get().and_then(std::sync::Weak::upgrade) {
+            hub.notify(&self.inner.put(b"k", b"racy"));
+        }
+    }
+}
+
+impl History for RacyHistory {
+    fn current_revision(&self) -> i64 {
+        self.inner.current_revision()
+    }
+
+    fn compact_revision(&self) -> i64 {
+        self.inner.compact_revision()
+    }
+
+    fn events_since(
+        &self,
+        start_rev: i64,
+        key: &[u8],
+        range_end: &[u8],
+        limit: usize,
+    ) -> crate::error::Result<Vec<Event>> {
+        let call = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if call < 40 && call % 2 == 0 {
+            self.write();
+        }
+        let events = self.inner.events_since(start_rev, key, range_end, limit);
+        if call < 40 && call % 2 == 1 {
+            self.write();
+        }
+        events
+    }
+}
+
+#[tokio::test]
+async fn catch_up_handles_writes_that_land_during_the_read() {
+    let inner = Arc::new(FakeHistory::default());
+    let racy = Arc::new(RacyHistory {
+        inner: Arc::clone(&inner),
+        hub: std::sync::OnceLock::new(),
+        calls: std::sync::atomic::AtomicUsize::new(0),
+    });
+    let hub = Arc::new(WatchHub::with_config(
+        Arc::clone(&racy) as Arc<dyn History>,
+        HubConfig {
+            catch_up_events: 3,
+            ..HubConfig::default()
+        },
+    ));
+    racy.hub.set(Arc::downgrade(&hub)).unwrap();
+    for i in 0..30 {
+        put(&inner, &hub, "k", &i.to_string());
+    }
+    let (stream, mut rx) = hub.new_stream();
+    stream.watch(&watch_req(b"k", b"", 1)).unwrap();
+    created(&mut rx).await;
+    // 30 writes before, more during the catch-up: read until nothing more comes.
+    let mut revs = Vec::new();
+    while let Ok(item) = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await {
+        let Some(StreamItem::Update(u)) = item else {
+            panic!("expected an update, got {item:?}");
+        };
+        revs.extend(u.events.iter().map(rev_of));
+    }
+    let last = inner.current_revision();
+    assert!(last > 40, "writes raced the reads: {last}");
+    assert_eq!(revs, (1..=last).collect::<Vec<i64>>());
+    assert_eq!(hub.stats().counts(), (1, 0));
 }
