@@ -635,7 +635,8 @@ async fn mixed_run(seed: u64) -> u64 {
     let (final_tx, final_rx) = tokio::sync::watch::channel(0i64);
 
     // (key, range_end, start, filters, prev_kv)
-    let specs: Vec<(&[u8], &[u8], i64, Vec<i32>, bool)> = vec![
+    type Spec = (&'static [u8], &'static [u8], i64, Vec<i32>, bool);
+    let specs: Vec<Spec> = vec![
         (b"k", b"l", 1, vec![], true),
         (b"k3", b"", 0, vec![], false),
         (b"k2", b"k6", 50, vec![FilterType::Nodelete as i32], true),
@@ -738,7 +739,7 @@ async fn mixed_run(seed: u64) -> u64 {
                 kv.mod_revision >= from
                     && range.contains(&kv.key)
                     && !(put && no_put)
-                    && !(!put && no_delete)
+                    && (put || !no_delete)
             })
             .map(|e| Event {
                 prev_kv: if req.prev_kv { e.prev_kv.clone() } else { None },
@@ -786,11 +787,11 @@ impl History for RacyHistory {
         limit: usize,
     ) -> crate::error::Result<Vec<Event>> {
         let call = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        if call < 40 && call % 2 == 0 {
+        if call < 40 && call.is_multiple_of(2) {
             self.write();
         }
         let events = self.inner.events_since(start_rev, key, range_end, limit);
-        if call < 40 && call % 2 == 1 {
+        if call < 40 && !call.is_multiple_of(2) {
             self.write();
         }
         events
