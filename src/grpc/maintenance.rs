@@ -66,7 +66,7 @@ impl Maintenance for MaintenanceService {
         req: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
         let target = req.into_inner().target_id;
-        if target == self.server.options.member_id && self.server.raft.is_leader() {
+        if target == self.server.options.member_id && self.server.is_leader() {
             return Ok(Response::new(MoveLeaderResponse {
                 header: Some(self.server.header(0)),
             }));

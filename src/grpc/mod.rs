@@ -43,7 +43,17 @@ pub fn router(server: Arc<EtcdServer>) -> Router {
     let cluster = ClusterServer::new(cluster::ClusterService {
         server: server.clone(),
     });
-    let watch = watch::service(server.clone()).max_decoding_message_size(max_recv);
+    let header_server = server.clone();
+    let header: Arc<dyn watch::HeaderSource> =
+        Arc::new(move |revision: i64| header_server.header(revision));
+    let watch_config = watch::WatchServiceConfig {
+        progress_interval: server.options.watch_progress_notify_interval,
+        max_response_bytes: max_recv,
+    };
+    let watch = watch::WatchService::new(server.hub.clone(), header, watch_config)
+        .into_server()
+        .max_decoding_message_size(max_recv)
+        .max_encoding_message_size(usize::MAX);
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(kv)

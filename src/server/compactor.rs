@@ -44,7 +44,7 @@ pub(crate) async fn run(server: Weak<EtcdServer>, mode: AutoCompaction) {
         let Some(server) = server.upgrade() else {
             return;
         };
-        if !server.raft.is_leader() {
+        if !server.is_leader() {
             samples.clear();
             continue;
         }

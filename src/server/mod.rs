@@ -56,6 +56,7 @@ pub struct ServerOptions {
     /// `--initial-cluster-state new`.
     pub new_cluster: bool,
     pub auto_compaction: Option<crate::config::AutoCompaction>,
+    pub watch_progress_notify_interval: Duration,
 }
 
 /// A running member.
@@ -86,6 +87,10 @@ impl EtcdServer {
             lessor,
             lease_ids,
         }
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.status().leader == Some(self.options.member_id)
     }
 
     /// A response header at `revision` (the current one when 0).
@@ -242,7 +247,7 @@ impl EtcdServer {
 
     /// Refreshes a lease on the leader's clock; returns its TTL.
     pub async fn lease_keep_alive(&self, id: i64) -> Result<i64> {
-        if !self.raft.is_leader() {
+        if !self.is_leader() {
             return Err(Error::NotLeader);
         }
         self.lessor.keep_alive(id)
@@ -311,9 +316,9 @@ impl EtcdServer {
             version: ETCD_VERSION.to_string(),
             db_size: self.store.db_size() as i64,
             leader: raft.leader.unwrap_or(0),
-            raft_index: raft.commit_index,
+            raft_index: raft.commit_index.unwrap_or(0),
             raft_term: raft.term,
-            raft_applied_index: raft.applied_index,
+            raft_applied_index: raft.applied_index.unwrap_or(0),
             errors,
             db_size_in_use: self.store.db_size_in_use() as i64,
             is_learner: raft.is_learner,
@@ -326,12 +331,12 @@ impl EtcdServer {
             .status()
             .members
             .into_iter()
-            .map(|(id, m, is_learner)| PbMember {
-                id,
-                name: m.name,
-                peer_ur_ls: m.peer_urls,
-                client_ur_ls: m.client_urls,
-                is_learner,
+            .map(|m| PbMember {
+                id: m.id,
+                name: m.member.name,
+                peer_ur_ls: m.member.peer_urls,
+                client_ur_ls: m.member.client_urls,
+                is_learner: m.is_learner,
             })
             .collect()
     }

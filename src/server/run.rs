@@ -14,7 +14,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use super::{EtcdServer, ServerOptions};
 use crate::config::{ClusterState, Config};
 use crate::error::{Error, Result};
-use crate::lease::Lessor;
+use crate::lease::{min_ttl, Lessor, LessorConfig};
 use crate::mvcc::watch::WatchHub;
 use crate::mvcc::{Applied, History, Store};
 use crate::raft::{Member, RaftNode, RaftOptions};
@@ -84,6 +84,7 @@ pub async fn run(config: Config) -> Result<()> {
         initial_members,
         new_cluster: config.initial_cluster_state == ClusterState::New,
         auto_compaction: config.auto_compaction,
+        watch_progress_notify_interval: config.watch_progress_notify_interval,
     };
     serve(options, config.client_bind_addrs(), signal).await
 }
@@ -128,25 +129,26 @@ pub async fn serve(
     let db_path = member_dir.join("db");
     let store = Arc::new(tokio::task::block_in_place(|| Store::open(&db_path))?);
     let hub = Arc::new(WatchHub::new(store.clone() as Arc<dyn History>));
-    let lessor = Arc::new(Lessor::new(options.heartbeat_ms, options.election_timeout_ms));
+    let lessor = Arc::new(Lessor::new(LessorConfig {
+        min_ttl: min_ttl(options.heartbeat_ms, options.election_timeout_ms),
+        ..LessorConfig::default()
+    }));
     let on_applied = {
         let hub = hub.clone();
         let lessor = lessor.clone();
-        Arc::new(move |applied: Applied| {
+        let on_applied: crate::raft::OnApplied = Arc::new(move |applied: Applied| {
             lessor.apply(&applied);
             hub.notify(&applied);
-        })
+        });
+        on_applied
     };
-    let raft_options = RaftOptions {
-        node_id: options.member_id,
-        member: options.member.clone(),
-        member_dir: member_dir.clone(),
-        heartbeat_ms: options.heartbeat_ms,
-        election_timeout_ms: options.election_timeout_ms,
-        snapshot_count: options.snapshot_count,
-        initial_members: options.initial_members.clone(),
-        new_cluster: options.new_cluster,
-    };
+    let mut raft_options =
+        RaftOptions::new(options.member_id, options.member.clone(), member_dir.clone());
+    raft_options.heartbeat_ms = options.heartbeat_ms;
+    raft_options.election_timeout_ms = options.election_timeout_ms;
+    raft_options.snapshot_count = options.snapshot_count;
+    raft_options.initial_members = options.initial_members.clone();
+    raft_options.new_cluster = options.new_cluster;
     let raft = RaftNode::start(raft_options, store.clone(), on_applied).await?;
     let io_path = raft.io_path();
     let server = Arc::new(EtcdServer::new(options, store, raft, hub, lessor));
@@ -207,6 +209,8 @@ async fn lease_expiry(server: std::sync::Weak<EtcdServer>) {
         let Some(server) = server.upgrade() else {
             return;
         };
+        // The lessor hands an expired lease out again only after a retry interval, so
+        // revokes in flight are not proposed twice.
         for id in expired {
             let server = server.clone();
             tokio::spawn(async move {
@@ -214,7 +218,6 @@ async fn lease_expiry(server: std::sync::Weak<EtcdServer>) {
                     Ok(_) | Err(Error::LeaseNotFound) => {}
                     Err(e) => tracing::warn!(lease = id, error = %e, "revoking an expired lease failed"),
                 }
-                server.lessor.revoke_done(id);
             });
         }
     }
@@ -222,7 +225,7 @@ async fn lease_expiry(server: std::sync::Weak<EtcdServer>) {
 
 /// Starts the lease clock when this member becomes leader, stops it when it stops being.
 async fn leadership(server: std::sync::Weak<EtcdServer>) {
-    let Some(mut changes) = server.upgrade().map(|s| s.raft.leader_changes()) else {
+    let Some(mut changes) = server.upgrade().map(|s| s.raft.raft().metrics()) else {
         return;
     };
     let mut was_leader = false;
@@ -230,9 +233,10 @@ async fn leadership(server: std::sync::Weak<EtcdServer>) {
         let Some(s) = server.upgrade() else {
             return;
         };
-        let is_leader = s.raft.is_leader();
+        let is_leader = s.is_leader();
         if is_leader && !was_leader {
-            s.lessor.promote(s.store.leases());
+            let extend = std::time::Duration::from_millis(s.options.election_timeout_ms);
+            s.lessor.promote(s.store.leases(), extend);
         } else if !is_leader && was_leader {
             s.lessor.demote();
         }
