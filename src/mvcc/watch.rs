@@ -56,20 +56,7 @@ use sync::run_sync_thread;
 use super::Applied;
 use crate::error::Error;
 
-// TODO: moves to mvcc/mod.rs
-/// What the watch hub reads from the store to catch watchers up.
-pub trait History: Send + Sync + 'static {
-    fn current_revision(&self) -> i64;
-    fn compact_revision(&self) -> i64;
-    /// Events with revision >= start_rev on keys in [key, range_end) (etcd range rules: empty range_end = one key, "\0" = from key), in revision order, at most `limit`, each with prev_kv where one exists. Err(Error::Compacted) if start_rev <= compact_revision.
-    fn events_since(
-        &self,
-        start_rev: i64,
-        key: &[u8],
-        range_end: &[u8],
-        limit: usize,
-    ) -> crate::error::Result<Vec<Event>>;
-}
+pub use super::History;
 
 /// `watch_id` of a create request that lets the server choose (etcd's `AutoWatchID`).
 pub const AUTO_WATCH_ID: i64 = 0;
