@@ -70,6 +70,8 @@ TMP="$(mktemp -d "${TMPDIR:-/tmp}/mnemo-compat.XXXXXX")"
 LOG="$TMP/server.log"
 SERVER_PID=""
 BG_PIDS=()
+PASSED=0
+FAILED=0
 
 cleanup() {
     local pid
@@ -110,6 +112,15 @@ PEER_URL="http://127.0.0.1:$PEER_PORT"
 MAX_REQUEST_BYTES=262144
 MAX_TXN_OPS=8
 
+# abort MESSAGE: the server cannot be used; counts as a failed check and stops.
+abort() {
+    echo "etcdctl.sh: $1; the server's log:" >&2
+    tail -n 40 "$LOG" >&2
+    echo
+    echo "$PASSED passed, $((FAILED + 1)) failed"
+    exit 1
+}
+
 start_server() {
     echo "--- start $(date +%T)" >>"$LOG"
     "$SERVER" \
@@ -129,9 +140,7 @@ start_server() {
     local deadline=$((SECONDS + 60))
     while [ $SECONDS -lt $deadline ]; do
         if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-            echo "etcdctl.sh: the server exited while starting; its log:" >&2
-            tail -n 40 "$LOG" >&2
-            exit 1
+            abort "the server exited while starting"
         fi
         if timeout 5 "$ETCDCTL" --endpoints="$CLIENT_URL" --dial-timeout=1s \
             --command-timeout=2s endpoint health >/dev/null 2>&1; then
@@ -139,9 +148,7 @@ start_server() {
         fi
         sleep 0.2
     done
-    echo "etcdctl.sh: the server did not become healthy within 60 s; its log:" >&2
-    tail -n 40 "$LOG" >&2
-    exit 1
+    abort "the server did not become healthy within 60 s"
 }
 
 # Sends SIGTERM and waits; sets STOP_STATUS to the exit status.
@@ -161,8 +168,6 @@ stop_server() {
 
 # --- running etcdctl and checking its answers ----------------------------------------
 
-PASSED=0
-FAILED=0
 CMD=""
 OUT=""
 ERR=""
