@@ -75,9 +75,12 @@ FAILED=0
 
 cleanup() {
     local pid
-    for pid in "${BG_PIDS[@]}" $SERVER_PID; do
+    for pid in "${BG_PIDS[@]}"; do
         kill -KILL "$pid" 2>/dev/null
     done
+    if [ -n "$SERVER_PID" ]; then
+        stop_server
+    fi
     wait 2>/dev/null
     if [ "$KEEP" = 1 ]; then
         echo "== kept $TMP"
@@ -466,6 +469,8 @@ expect_out "lease revoke" "lease $LEASE revoked" lease revoke "$LEASE"
 expect_out "revoking deletes the keys" "" get lk
 expect_out "lease timetolive (revoked)" "lease $LEASE already expired" lease timetolive "$LEASE"
 expect_err "lease revoke (unknown)" "etcdserver: requested lease not found" lease revoke "$LEASE"
+expect_err "lease keep-alive --once (unknown)" "etcdserver: requested lease not found" \
+    lease keep-alive --once "$LEASE"
 expect_err "put --lease (unknown)" "etcdserver: requested lease not found" \
     put x y --lease=1234abcd
 expect_match "lease grant below the minimum TTL" '^lease [0-9a-f]+ granted with TTL\(2s\)$' \
@@ -503,8 +508,8 @@ expect_err "get --rev in the future" \
     "etcdserver: mvcc: required revision is a future revision" get ck --rev=999999999
 CTL_TIMEOUT=5 ctl watch ck --rev="$REV_C1"
 check "watch --rev below the compaction is canceled" \
-    "stdout containing: etcdserver: mvcc: required revision has been compacted" \
-    test -n "$(printf '%s\n%s' "$OUT" "$ERR" | grep -F 'required revision has been compacted')"
+    $'exit code 5, stderr:\nwatch was canceled (etcdserver: mvcc: required revision has been compacted)\nError: watch is canceled by the server' \
+    test "$RC:$ERR" = $'5:watch was canceled (etcdserver: mvcc: required revision has been compacted)\nError: watch is canceled by the server'
 ctl put ck c3 -w fields
 expect_out "compaction --physical" "compacted revision $(field Revision)" \
     compaction --physical "$(field Revision)"
