@@ -264,11 +264,7 @@ impl Config {
     {
         let args = args.into_iter().map(Into::into).collect();
         let env: BTreeMap<String, String> = env.into_iter().collect();
-        let parsed = flags::parse(args, env)?;
-        if parsed.flags.version {
-            return Err(ConfigError::VersionRequested);
-        }
-        Config::from_parsed(parsed).map_err(ConfigError::Invalid)
+        Config::from_parsed(flags::parse(args, env)?).map_err(ConfigError::Invalid)
     }
 
     fn from_parsed(parsed: Parsed) -> Result<Config, String> {

@@ -411,6 +411,9 @@ pub fn parse(args: Vec<OsString>, env: BTreeMap<String, String>) -> Result<Parse
         .clone()
         .try_get_matches_from(std::iter::once(program()).chain(argv.iter().cloned()))
         .map_err(ConfigError::Clap)?;
+    if cli.get_one::<bool>("version").copied().unwrap_or(false) {
+        return Err(ConfigError::VersionRequested);
+    }
     let mut explicit = HashSet::new();
     for arg in command.get_arguments() {
         if let (Some(long), Some(ValueSource::CommandLine)) =

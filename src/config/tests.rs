@@ -258,6 +258,14 @@ fn clap_outcomes_and_exit_codes() {
         parse(&["-version"]),
         Err(ConfigError::VersionRequested)
     ));
+    // Before the environment and validation, like --help.
+    assert!(matches!(
+        parse_env(
+            &["--version", "--heartbeat-interval=900"],
+            &[("MNEMO_NAME", "")]
+        ),
+        Err(ConfigError::VersionRequested)
+    ));
     for bad in [
         &["--initial-cluster-state=foo"][..],
         &["--auto-compaction-mode=foo"],

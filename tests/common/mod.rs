@@ -13,6 +13,7 @@
 //! on drop); environment variables `MNEMO_*` and `ETCD_*` of the test process are not
 //! passed on. Its stderr is captured (`stderr()`), and copied to the test's stderr when
 //! `MNEMO_TEST_ECHO=1`. A process still running when dropped is killed.
+//! `MNEMO_TEST_SERVER_BIN` replaces the binary (see [`mnemo_bin`]).
 
 #![allow(dead_code, clippy::unwrap_used)]
 
@@ -40,9 +41,12 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long `terminate` waits for the process to exit after SIGTERM.
 pub const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The path of the binary under test.
-pub fn mnemo_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_mnemo")
+/// The path of the binary under test: this package's `mnemo`, or the binary named by
+/// `MNEMO_TEST_SERVER_BIN` (tests that stick to etcd's flags and API can run against
+/// etcd itself: `MNEMO_TEST_SERVER_BIN=$(command -v etcd) cargo test …`).
+pub fn mnemo_bin() -> String {
+    std::env::var("MNEMO_TEST_SERVER_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_mnemo").to_string())
 }
 
 /// A `Command` for the binary with the test process's `MNEMO_*`/`ETCD_*` variables
