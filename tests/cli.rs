@@ -224,7 +224,6 @@ fn sigterm_stops_the_server_with_exit_code_0() {
 /// The harness end to end: start (ready = Maintenance.Status answers), SIGKILL, restart
 /// on the same data directory and ports, SIGTERM.
 #[tokio::test]
-#[ignore = "needs the server; TODO(server): un-ignore once mnemo serves gRPC"]
 async fn harness_starts_kills_restarts_and_terminates() {
     use mnemo_proto::etcdserverpb::StatusRequest;
 
