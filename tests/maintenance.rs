@@ -182,6 +182,8 @@ async fn the_space_quota_raises_nospace_until_disarmed() {
     .await
     .unwrap();
     maint.defragment(DefragmentRequest {}).await.unwrap();
+    let status = maint.status(StatusRequest {}).await.unwrap().into_inner();
+    assert!(status.db_size < 1048576, "defragment left {} bytes", status.db_size);
     maint
         .alarm(AlarmRequest {
             action: AlarmAction::Deactivate as i32,

@@ -89,6 +89,9 @@ pub async fn run(config: Config) -> Result<()> {
     serve(options, config.client_bind_addrs(), signal).await
 }
 
+/// How long a graceful shutdown waits for client connections to finish.
+const SHUTDOWN_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// etcd's default space quota: 2 GiB.
 pub const DEFAULT_QUOTA_BYTES: u64 = 2 << 30;
 
@@ -151,6 +154,13 @@ pub async fn serve(
     raft_options.new_cluster = options.new_cluster;
     let raft = RaftNode::start(raft_options, store.clone(), on_applied).await?;
     let io_path = raft.io_path();
+    // Like etcd, serve clients once the cluster has a leader (a lone member elects itself
+    // within one election timeout); give up waiting after a while and serve anyway, with
+    // requests failing "no leader" until one appears.
+    let patience = std::time::Duration::from_millis(options.election_timeout_ms * 10);
+    if let Err(e) = raft.wait_for_leader(patience).await {
+        tracing::warn!(error = %e, "no leader yet; serving clients anyway");
+    }
     let server = Arc::new(EtcdServer::new(options, store, raft, hub, lessor));
 
     tokio::spawn(lease_expiry(Arc::downgrade(&server)));
@@ -185,11 +195,21 @@ pub async fn serve(
     shutdown.await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
-    for t in tasks {
-        match t.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "gRPC server ended with an error"),
-            Err(e) => tracing::warn!(error = %e, "gRPC server task failed"),
+    // Connections get a moment to finish their requests; streams (watches, keep-alives)
+    // and idle clients that do not hang up are then cut.
+    let drain = async {
+        for t in &mut tasks {
+            match t.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "gRPC server ended with an error"),
+                Err(e) => tracing::warn!(error = %e, "gRPC server task failed"),
+            }
+        }
+    };
+    if tokio::time::timeout(SHUTDOWN_DRAIN, drain).await.is_err() {
+        tracing::info!("closing client connections still open");
+        for t in &tasks {
+            t.abort();
         }
     }
     server.raft.shutdown().await?;
