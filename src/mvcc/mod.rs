@@ -1,18 +1,28 @@
 //! Multi-version key-value store with etcd's semantics, over the page file.
 //!
-//! CONTRACT (the interface the raft state machine, the watch hub and the gRPC layer use;
-//! bodies are filled in by the MVCC implementation).
+//! * [`Store`]: opening (rebuilds the in-memory key index), range reads at any kept
+//!   revision, leases, alarms, hashes, defrag, snapshots. Design: docs/mvcc.md; on-disk
+//!   layout: docs/format.md, "MVCC tables".
+//! * [`Applier`]: the one open apply batch; applies raft [`Command`]s with etcd's rules
+//!   and commits them (with the raft layer's metadata) in one page-file transaction.
+//! * [`History`]: what the watch hub reads.
+//!
+//! [`Command`]: crate::command::Command
 
+mod apply;
+mod history;
+pub mod index;
+mod range;
+pub mod record;
+pub mod revision;
+mod store;
 pub mod watch;
 
-use std::path::Path;
-
-use mnemo_proto::etcdserverpb::{AlarmMember, RangeRequest, RangeResponse};
 use mnemo_proto::mvccpb::Event;
-use mnemo_storage::Durability;
 
-use crate::command::{Command, CommandResponse};
-use crate::error::Result;
+pub use apply::{Applier, MAX_LEASE_TTL};
+pub use revision::Revision;
+pub use store::Store;
 
 /// One lease as stored by the state machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,87 +46,19 @@ pub struct Applied {
     pub leases_revoked: Vec<i64>,
 }
 
-/// The store. Cheap to share behind an `Arc`; all methods take `&self`.
-#[derive(Debug)]
-pub struct Store {}
-
-impl Store {
-    pub fn open(_path: &Path) -> Result<Store> {
-        todo!()
-    }
-    pub fn current_revision(&self) -> i64 {
-        todo!()
-    }
-    pub fn compact_revision(&self) -> i64 {
-        todo!()
-    }
-    pub fn range(&self, _req: &RangeRequest) -> Result<RangeResponse> {
-        todo!()
-    }
-    pub fn get_meta(&self, _key: &[u8]) -> Result<Option<Vec<u8>>> {
-        todo!()
-    }
-    pub fn begin_apply(&self) -> Result<Applier<'_>> {
-        todo!()
-    }
-    pub fn events_since(
+/// Read access to history for the watch hub.
+pub trait History: Send + Sync + 'static {
+    fn current_revision(&self) -> i64;
+    fn compact_revision(&self) -> i64;
+    /// Events with revision >= start_rev on keys in [key, range_end) (etcd range rules), in revision order, at most `limit` (whole revisions may be cut at the limit), each with prev_kv filled where a previous version exists. Err(Error::Compacted) if start_rev <= compact_revision (and compact_revision > 0).
+    fn events_since(
         &self,
-        _start_rev: i64,
-        _key: &[u8],
-        _range_end: &[u8],
-        _limit: usize,
-    ) -> Result<Vec<Event>> {
-        todo!()
-    }
-    pub fn hash(&self) -> Result<u32> {
-        todo!()
-    }
-    pub fn hash_kv(&self, _rev: i64) -> Result<(u32, i64, i64)> {
-        todo!()
-    }
-    pub fn leases(&self) -> Vec<LeaseInfo> {
-        todo!()
-    }
-    pub fn lease(&self, _id: i64) -> Option<LeaseInfo> {
-        todo!()
-    }
-    pub fn lease_keys(&self, _id: i64) -> Vec<Vec<u8>> {
-        todo!()
-    }
-    pub fn alarms(&self) -> Vec<AlarmMember> {
-        todo!()
-    }
-    pub fn db_size(&self) -> u64 {
-        todo!()
-    }
-    pub fn db_size_in_use(&self) -> u64 {
-        todo!()
-    }
-    pub fn defrag(&self) -> Result<()> {
-        todo!()
-    }
-    pub fn snapshot_to(&self, _path: &Path) -> Result<u64> {
-        todo!()
-    }
-    pub fn sync(&self) -> Result<()> {
-        todo!()
-    }
+        start_rev: i64,
+        key: &[u8],
+        range_end: &[u8],
+        limit: usize,
+    ) -> crate::error::Result<Vec<mnemo_proto::mvccpb::Event>>;
 }
 
-/// An open apply batch: holds the store's single writer until committed.
-#[derive(Debug)]
-pub struct Applier<'a> {
-    _store: &'a Store,
-}
-
-impl Applier<'_> {
-    pub fn apply(&mut self, _cmd: &Command) -> CommandResponse {
-        todo!()
-    }
-    pub fn set_meta(&mut self, _key: &[u8], _value: &[u8]) -> Result<()> {
-        todo!()
-    }
-    pub fn commit(self, _durability: Durability) -> Result<Applied> {
-        todo!()
-    }
-}
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,440 @@
+//! The key index: for every key, the revisions of its history still kept, in memory.
+//!
+//! The history table is keyed by revision, so finding "key k as of revision r" needs a
+//! second map from keys to revisions. Like etcd's `treeIndex`, it lives in memory and is
+//! rebuilt at open by one scan of the history table (figures in docs/mvcc.md).
+//!
+//! A worked example. The commands
+//!
+//! ```text
+//! rev 2: put foo=a        rev 5: delete foo
+//! rev 3: put foo=b        rev 7: put foo=c    (txn: put foo=c, put bar=x → 7_0, 7_1)
+//! ```
+//!
+//! leave `foo → [2_0, 3_0, 5_0†, 7_0]` († = tombstone) with live state create 7,
+//! version 1. Reading foo at revision 4 finds the newest revision with main <= 4, `3_0`,
+//! a put: the value is the record stored under 3_0. At revision 6 the newest is `5_0†`:
+//! foo did not exist. Compacting at 5 keeps, per key, the newest revision <= 5 unless it
+//! is a tombstone, and everything newer: foo becomes `[7_0]`, and `2_0, 3_0, 5_0` are
+//! returned for removal from the history table. Compacting at 4 instead would keep
+//! `[3_0, 5_0†, 7_0]`.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use super::revision::Revision;
+
+/// One kept revision of a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexRev {
+    pub main: i64,
+    pub sub: u32,
+    pub tombstone: bool,
+}
+
+impl IndexRev {
+    pub fn revision(&self) -> Revision {
+        Revision::new(self.main, i64::from(self.sub))
+    }
+}
+
+/// A key's kept history plus the metadata of its live value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyEntry {
+    /// Ascending; never empty inside an index.
+    pub revs: Vec<IndexRev>,
+    /// Of the live value (when the newest revision is a put), else 0.
+    pub create: i64,
+    pub version: i64,
+    pub lease: i64,
+}
+
+impl KeyEntry {
+    /// The put visible at `rev` (the newest revision with main <= rev, if not a tombstone).
+    pub fn at(&self, rev: i64) -> Option<IndexRev> {
+        let n = self.revs.partition_point(|r| r.main <= rev);
+        let r = *self.revs.get(n.checked_sub(1)?)?;
+        (!r.tombstone).then_some(r)
+    }
+
+    /// The live value's revision, if the key exists now.
+    pub fn live(&self) -> Option<IndexRev> {
+        self.revs.last().copied().filter(|r| !r.tombstone)
+    }
+
+    /// The newest revision strictly before `rev` (for an event's previous value).
+    pub fn before(&self, rev: Revision) -> Option<IndexRev> {
+        let n = self.revs.partition_point(|r| r.revision() < rev);
+        self.revs.get(n.checked_sub(1)?).copied()
+    }
+
+    /// Records a put at `rev` and returns the new (create_revision, version).
+    pub fn put(&mut self, rev: Revision, lease: i64) -> (i64, i64) {
+        debug_assert!(self.revs.last().is_none_or(|l| l.revision() < rev));
+        if self.live().is_some() {
+            self.version += 1;
+        } else {
+            self.create = rev.main;
+            self.version = 1;
+        }
+        self.lease = lease;
+        self.revs.push(index_rev(rev, false));
+        (self.create, self.version)
+    }
+
+    /// Records a delete at `rev`.
+    pub fn delete(&mut self, rev: Revision) {
+        debug_assert!(self.revs.last().is_none_or(|l| l.revision() < rev));
+        self.revs.push(index_rev(rev, true));
+        self.create = 0;
+        self.version = 0;
+        self.lease = 0;
+    }
+
+    /// Drops what compaction at `at` no longer needs (see the module example), appending
+    /// the dropped revisions to `dropped`.
+    pub fn compact(&mut self, at: i64, dropped: &mut Vec<Revision>) {
+        let n = self.revs.partition_point(|r| r.main <= at);
+        if n == 0 {
+            return;
+        }
+        let keep_from = if self.revs[n - 1].tombstone { n } else { n - 1 };
+        if keep_from == 0 {
+            return;
+        }
+        dropped.extend(self.revs.drain(..keep_from).map(|r| r.revision()));
+    }
+}
+
+fn index_rev(rev: Revision, tombstone: bool) -> IndexRev {
+    debug_assert!((0..=i64::from(u32::MAX)).contains(&rev.sub));
+    IndexRev {
+        main: rev.main,
+        sub: rev.sub as u32,
+        tombstone,
+    }
+}
+
+/// Bounds of a key range over a map keyed by byte strings.
+pub type KeyBounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
+
+type EntryIter<'a> = std::iter::Peekable<Box<dyn Iterator<Item = (&'a [u8], &'a KeyEntry)> + 'a>>;
+
+/// Which keys a request names, by etcd's rules for `key` and `range_end`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyRange {
+    /// `range_end` empty: exactly `key`.
+    Single(Vec<u8>),
+    /// `range_end` is `"\0"`: every key >= `key`.
+    From(Vec<u8>),
+    /// Every key in `[key, range_end)` (empty when `range_end <= key`).
+    Between(Vec<u8>, Vec<u8>),
+}
+
+impl KeyRange {
+    pub fn new(key: &[u8], range_end: &[u8]) -> KeyRange {
+        match range_end {
+            [] => KeyRange::Single(key.to_vec()),
+            [0] => KeyRange::From(key.to_vec()),
+            end => KeyRange::Between(key.to_vec(), end.to_vec()),
+        }
+    }
+
+    pub fn contains(&self, k: &[u8]) -> bool {
+        match self {
+            KeyRange::Single(key) => k == key.as_slice(),
+            KeyRange::From(key) => k >= key.as_slice(),
+            KeyRange::Between(key, end) => k >= key.as_slice() && k < end.as_slice(),
+        }
+    }
+
+    /// Bounds for a `BTreeMap` range; `None` when no key can match (so callers never
+    /// hand the map an inverted range, which would panic).
+    pub fn bounds(&self) -> Option<KeyBounds<'_>> {
+        match self {
+            KeyRange::Single(k) => Some((Bound::Included(k), Bound::Included(k))),
+            KeyRange::From(k) => Some((Bound::Included(k), Bound::Unbounded)),
+            KeyRange::Between(k, e) if e > k => Some((Bound::Included(k), Bound::Excluded(e))),
+            KeyRange::Between(..) => None,
+        }
+    }
+}
+
+/// Anything that can list index entries in key order: the shared index, or the apply
+/// batch's layers over it.
+pub trait IndexView {
+    /// Calls `f` for each entry in `range`, in key order, until it returns false.
+    fn visit(&self, range: &KeyRange, f: &mut dyn FnMut(&[u8], &KeyEntry) -> bool);
+    fn get(&self, key: &[u8]) -> Option<&KeyEntry>;
+}
+
+/// The shared index: key → kept history.
+#[derive(Debug, Default)]
+pub struct KeyIndex {
+    map: BTreeMap<Box<[u8]>, KeyEntry>,
+}
+
+impl KeyIndex {
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn get(&self, key: &[u8]) -> Option<&KeyEntry> {
+        self.map.get(key)
+    }
+
+    pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut KeyEntry> {
+        self.map.get_mut(key)
+    }
+
+    /// The entry for `key`, created empty if missing (the caller must push a revision).
+    pub fn entry_mut(&mut self, key: &[u8]) -> &mut KeyEntry {
+        if !self.map.contains_key(key) {
+            self.map.insert(key.into(), KeyEntry::default());
+        }
+        self.map
+            .get_mut(key)
+            .unwrap_or_else(|| unreachable!("inserted above"))
+    }
+
+    /// Replaces a key's entry (dropping the key when the entry is empty). Returns the old one.
+    pub fn insert(&mut self, key: &[u8], entry: KeyEntry) -> Option<KeyEntry> {
+        if entry.revs.is_empty() {
+            self.map.remove(key)
+        } else if let Some(slot) = self.map.get_mut(key) {
+            Some(std::mem::replace(slot, entry))
+        } else {
+            self.map.insert(key.into(), entry)
+        }
+    }
+
+    /// Compacts every key at `at`; returns the revisions no longer needed.
+    pub fn compact(&mut self, at: i64) -> Vec<Revision> {
+        let mut dropped = Vec::new();
+        self.map.retain(|_, e| {
+            e.compact(at, &mut dropped);
+            !e.revs.is_empty()
+        });
+        dropped.sort_unstable();
+        dropped
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &KeyEntry)> {
+        self.map.iter().map(|(k, e)| (&**k, e))
+    }
+
+    pub fn range<'a>(
+        &'a self,
+        range: &'a KeyRange,
+    ) -> Box<dyn Iterator<Item = (&'a [u8], &'a KeyEntry)> + 'a> {
+        match range.bounds() {
+            Some(b) => Box::new(self.map.range::<[u8], _>(b).map(|(k, e)| (&**k, e))),
+            None => Box::new(std::iter::empty()),
+        }
+    }
+}
+
+impl IndexView for KeyIndex {
+    fn visit(&self, range: &KeyRange, f: &mut dyn FnMut(&[u8], &KeyEntry) -> bool) {
+        for (k, e) in self.range(range) {
+            if !f(k, e) {
+                break;
+            }
+        }
+    }
+
+    fn get(&self, key: &[u8]) -> Option<&KeyEntry> {
+        KeyIndex::get(self, key)
+    }
+}
+
+/// Entries changed by an apply batch (or one command of it), shadowing a lower layer.
+pub type Layer = BTreeMap<Vec<u8>, KeyEntry>;
+
+fn layer_range<'a>(
+    layer: &'a Layer,
+    range: &'a KeyRange,
+) -> Box<dyn Iterator<Item = (&'a [u8], &'a KeyEntry)> + 'a> {
+    match range.bounds() {
+        Some(b) => Box::new(layer.range::<[u8], _>(b).map(|(k, e)| (k.as_slice(), e))),
+        None => Box::new(std::iter::empty()),
+    }
+}
+
+/// The shared index seen through an apply batch's changed entries and, optionally, the
+/// current command's staged entries (top layer wins).
+#[derive(Debug)]
+pub struct Layered<'a> {
+    pub base: &'a KeyIndex,
+    pub layers: [Option<&'a Layer>; 2],
+}
+
+impl IndexView for Layered<'_> {
+    fn visit(&self, range: &KeyRange, f: &mut dyn FnMut(&[u8], &KeyEntry) -> bool) {
+        let mut iters: Vec<EntryIter<'_>> = vec![self.base.range(range).peekable()];
+        for l in self.layers.iter().flatten() {
+            iters.push(layer_range(l, range).peekable());
+        }
+        loop {
+            // The smallest next key, and the topmost layer holding it.
+            let mut best: Option<(&[u8], &KeyEntry)> = None;
+            for it in iters.iter_mut() {
+                if let Some(&(k, e)) = it.peek() {
+                    if best.is_none_or(|(bk, _)| k <= bk) {
+                        best = Some((k, e));
+                    }
+                }
+            }
+            let Some((key, entry)) = best else { return };
+            for it in iters.iter_mut() {
+                if it.peek().is_some_and(|&(k, _)| k == key) {
+                    it.next();
+                }
+            }
+            if !f(key, entry) {
+                return;
+            }
+        }
+    }
+
+    fn get(&self, key: &[u8]) -> Option<&KeyEntry> {
+        for l in self.layers.iter().rev().flatten() {
+            if let Some(e) = l.get(key) {
+                return Some(e);
+            }
+        }
+        self.base.get(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(main: i64, sub: i64) -> Revision {
+        Revision::new(main, sub)
+    }
+
+    /// The module documentation's example.
+    fn foo() -> KeyEntry {
+        let mut e = KeyEntry::default();
+        assert_eq!(e.put(r(2, 0), 0), (2, 1));
+        assert_eq!(e.put(r(3, 0), 0), (2, 2));
+        e.delete(r(5, 0));
+        assert_eq!(e.put(r(7, 0), 9), (7, 1));
+        e
+    }
+
+    #[test]
+    fn reads_at_past_revisions() {
+        let e = foo();
+        assert_eq!(e.at(1), None);
+        assert_eq!(e.at(2).map(|x| x.main), Some(2));
+        assert_eq!(e.at(4).map(|x| x.main), Some(3));
+        assert_eq!(e.at(5), None);
+        assert_eq!(e.at(6), None);
+        assert_eq!(e.at(100).map(|x| x.main), Some(7));
+        assert_eq!((e.create, e.version, e.lease), (7, 1, 9));
+        assert_eq!(
+            e.before(r(7, 0)).map(|x| (x.main, x.tombstone)),
+            Some((5, true))
+        );
+        assert_eq!(e.before(r(2, 0)), None);
+    }
+
+    #[test]
+    fn compaction_keeps_the_newest_put_at_or_below() {
+        let mut e = foo();
+        let mut d = Vec::new();
+        e.compact(4, &mut d);
+        assert_eq!(d, vec![r(2, 0)]);
+        assert_eq!(e.revs.iter().map(|x| x.main).collect::<Vec<_>>(), [3, 5, 7]);
+        e.compact(5, &mut d);
+        assert_eq!(d, vec![r(2, 0), r(3, 0), r(5, 0)]);
+        assert_eq!(e.revs.iter().map(|x| x.main).collect::<Vec<_>>(), [7]);
+        // Compacting again, or below, changes nothing.
+        e.compact(6, &mut d);
+        e.compact(1, &mut d);
+        assert_eq!(d.len(), 3);
+        // A key whose newest revision <= at is a tombstone disappears.
+        let mut g = KeyEntry::default();
+        g.put(r(2, 0), 0);
+        g.delete(r(3, 0));
+        g.compact(3, &mut d);
+        assert!(g.revs.is_empty());
+    }
+
+    #[test]
+    fn key_ranges_follow_etcd_rules() {
+        assert_eq!(KeyRange::new(b"a", b""), KeyRange::Single(b"a".to_vec()));
+        assert_eq!(KeyRange::new(b"a", b"\0"), KeyRange::From(b"a".to_vec()));
+        let all = KeyRange::new(b"\0", b"\0");
+        assert!(all.contains(b"\0") && all.contains(b"zzz"));
+        let r = KeyRange::new(b"b", b"d");
+        assert!(r.contains(b"b") && r.contains(b"c\xff") && !r.contains(b"d"));
+        assert!(KeyRange::new(b"d", b"b").bounds().is_none());
+        assert!(KeyRange::new(b"d", b"d").bounds().is_none());
+    }
+
+    #[test]
+    fn layers_shadow_the_base_in_key_order() {
+        let mut base = KeyIndex::default();
+        for (k, m) in [(&b"a"[..], 2), (b"c", 3), (b"e", 4)] {
+            base.entry_mut(k).put(r(m, 0), 0);
+        }
+        let mut batch = Layer::new();
+        let mut c = base.get(b"c").cloned().unwrap();
+        c.put(r(5, 0), 0);
+        batch.insert(b"c".to_vec(), c);
+        let mut b = KeyEntry::default();
+        b.put(r(5, 1), 0);
+        batch.insert(b"b".to_vec(), b);
+        let mut staged = Layer::new();
+        let mut e = base.get(b"e").cloned().unwrap();
+        e.delete(r(6, 0));
+        staged.insert(b"e".to_vec(), e);
+        let v = Layered {
+            base: &base,
+            layers: [Some(&batch), Some(&staged)],
+        };
+        let mut seen = Vec::new();
+        v.visit(&KeyRange::new(b"a", b"\0"), &mut |k, e| {
+            seen.push((k.to_vec(), e.revs.last().map(|x| x.main)));
+            true
+        });
+        assert_eq!(
+            seen,
+            vec![
+                (b"a".to_vec(), Some(2)),
+                (b"b".to_vec(), Some(5)),
+                (b"c".to_vec(), Some(5)),
+                (b"e".to_vec(), Some(6)),
+            ]
+        );
+        assert_eq!(v.get(b"c").and_then(|e| e.live()).map(|x| x.main), Some(5));
+        assert!(v.get(b"e").and_then(|e| e.live()).is_none());
+        // Stopping early.
+        let mut n = 0;
+        v.visit(&KeyRange::new(b"a", b"\0"), &mut |_, _| {
+            n += 1;
+            n < 2
+        });
+        assert_eq!(n, 2);
+    }
+
+    #[test]
+    fn index_compaction_drops_empty_keys() {
+        let mut ix = KeyIndex::default();
+        ix.entry_mut(b"x").put(r(2, 0), 0);
+        ix.entry_mut(b"x").delete(r(3, 0));
+        ix.entry_mut(b"y").put(r(4, 0), 0);
+        let d = ix.compact(4);
+        assert_eq!(d, vec![r(2, 0), r(3, 0)]);
+        assert_eq!(ix.len(), 1);
+        assert!(ix.get(b"y").is_some());
+    }
+}

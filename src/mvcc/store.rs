@@ -1,0 +1,380 @@
+//! The store: opening (rebuilding the key index), reads, and whole-file maintenance.
+//!
+//! Consistency between the in-memory index and the page file (see docs/mvcc.md):
+//!
+//! * An apply batch commits its page-file transaction first, then publishes its index
+//!   changes under the `state` write lock. Readers take the `state` read lock, open a
+//!   page-file snapshot and pick revisions from the index, then drop the lock and read the
+//!   records. The snapshot is therefore at least as new as the index state, and every
+//!   revision the index names has its record in it.
+//! * History records dropped by compaction leave the index when the compacting batch
+//!   publishes, and leave the page file only in a *later* batch ([`State::pending_removal`]).
+//!   A snapshot opened under the lock can be newer than the index by at most one batch,
+//!   whose removals were already out of the index: no reader looks for a removed record.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use mnemo_proto::etcdserverpb::{AlarmMember, RangeRequest, RangeResponse};
+use mnemo_proto::mvccpb::KeyValue;
+use mnemo_storage::{Database, DatabaseOptions, Durability, Table};
+use parking_lot::{Mutex, RwLock};
+
+use super::index::{IndexRev, KeyIndex};
+use super::range;
+use super::record::{
+    self, Record, RecordKind, ALARM_TABLE, KV_TABLE, LEASE_TABLE, META_COMPACT_REV,
+    META_CURRENT_REV, META_TABLE, RAFT_META_PREFIX, TABLES,
+};
+use super::revision::Revision;
+use super::LeaseInfo;
+use crate::error::{Error, Result};
+
+/// Everything readers share, replaced as a whole only by [`Store::restore_from`].
+#[derive(Debug)]
+pub(crate) struct State {
+    pub db: Database,
+    pub index: KeyIndex,
+    pub current_rev: i64,
+    pub compact_rev: i64,
+    pub leases: BTreeMap<i64, LeaseInfo>,
+    /// Keys whose live value is attached to each lease.
+    pub lease_keys: HashMap<i64, BTreeSet<Vec<u8>>>,
+    /// Sorted by (alarm type, member id).
+    pub alarms: Vec<AlarmMember>,
+    /// History records out of the index but still in the page file, oldest first.
+    pub pending_removal: VecDeque<Revision>,
+}
+
+/// The store. Cheap to share behind an `Arc`; all methods take `&self`.
+#[derive(Debug)]
+pub struct Store {
+    pub(crate) state: RwLock<State>,
+    /// Held by the open apply batch (and by whole-state replacement).
+    pub(crate) apply_lock: Mutex<()>,
+    path: PathBuf,
+    opts: DatabaseOptions,
+    size_in_use: Mutex<Option<(Instant, u64, u64)>>,
+}
+
+pub(crate) fn internal(msg: impl Into<String>) -> Error {
+    Error::Internal(msg.into())
+}
+
+/// Reads the put stored under `rev` for `key` from the history table.
+pub(crate) fn read_kv(table: &Table<'_>, key: &[u8], rev: IndexRev) -> Result<KeyValue> {
+    let r = rev.revision();
+    let k = r.encode();
+    let v = table.get(&k)?.ok_or_else(|| {
+        internal(format!(
+            "mvcc: revision {r} of key {:?} is indexed but missing from table kv",
+            String::from_utf8_lossy(key)
+        ))
+    })?;
+    let rec = Record::decode(&k, &v)?;
+    if rec.key != key || rec.kind != RecordKind::Put {
+        return Err(internal(format!(
+            "mvcc: record at revision {r} in table kv is not a put of key {:?}",
+            String::from_utf8_lossy(key)
+        )));
+    }
+    Ok(rec.to_kv(r))
+}
+
+fn meta_i64(meta: &Table<'_>, key: &[u8]) -> Result<Option<i64>> {
+    meta.get(key)?
+        .map(|v| record::decode_i64(key, &v))
+        .transpose()
+}
+
+/// Creates the tables of a new file (and its starting revision) if missing.
+fn init_tables(db: &Database) -> Result<()> {
+    let rtx = db.begin_read()?;
+    let have: BTreeSet<String> = rtx.list_tables()?.into_iter().map(|(n, _)| n).collect();
+    drop(rtx);
+    if TABLES.iter().all(|t| have.contains(*t)) {
+        return Ok(());
+    }
+    let mut w = db.begin_write()?;
+    for t in TABLES {
+        w.open_table(t)?;
+    }
+    let mut meta = w.open_table(META_TABLE)?;
+    if meta.get(META_CURRENT_REV)?.is_none() {
+        // An empty store is at revision 1, as etcd: the first write gets revision 2.
+        meta.insert(META_CURRENT_REV, &record::encode_i64(META_CURRENT_REV, 1))?;
+    }
+    w.commit(Durability::Durable)?;
+    Ok(())
+}
+
+/// Rebuilds the in-memory state from the page file.
+fn load(db: Database) -> Result<State> {
+    init_tables(&db)?;
+    let rtx = db.begin_read()?;
+    let meta = rtx.open_table(META_TABLE)?;
+    let current_rev = meta_i64(&meta, META_CURRENT_REV)?.unwrap_or(1);
+    let compact_rev = meta_i64(&meta, META_COMPACT_REV)?.unwrap_or(0);
+    if compact_rev > current_rev {
+        return Err(internal(format!(
+            "mvcc: compact revision {compact_rev} is beyond the current revision {current_rev}"
+        )));
+    }
+    let mut index = KeyIndex::default();
+    for e in rtx.open_table(KV_TABLE)?.iter()? {
+        let e = e?;
+        let rev = Revision::decode(e.key())
+            .filter(|r| r.sub <= i64::from(u32::MAX))
+            .ok_or_else(|| internal(format!("mvcc: table kv has a malformed key {:?}", e.key())))?;
+        if rev.main > current_rev {
+            return Err(internal(format!(
+                "mvcc: table kv holds revision {rev}, beyond the current revision {current_rev}"
+            )));
+        }
+        let rec = Record::decode(e.key(), e.value())?;
+        let entry = index.entry_mut(rec.key);
+        match rec.kind {
+            RecordKind::Put => {
+                entry.put(rev, rec.lease);
+                // The record is authoritative: compaction may have dropped the history
+                // the entry would otherwise count versions from.
+                entry.create = rec.create_revision;
+                entry.version = rec.version;
+            }
+            RecordKind::Tombstone => entry.delete(rev),
+        }
+    }
+    let pending_removal = index.compact(compact_rev).into();
+    let mut leases = BTreeMap::new();
+    for e in rtx.open_table(LEASE_TABLE)?.iter()? {
+        let e = e?;
+        let (id, ttl, remaining_ttl) = record::decode_lease(e.key(), e.value())?;
+        leases.insert(
+            id,
+            LeaseInfo {
+                id,
+                ttl,
+                remaining_ttl,
+            },
+        );
+    }
+    let mut lease_keys: HashMap<i64, BTreeSet<Vec<u8>>> = HashMap::new();
+    for (k, e) in index.iter() {
+        if e.live().is_some() && e.lease != 0 {
+            lease_keys.entry(e.lease).or_default().insert(k.to_vec());
+        }
+    }
+    let mut alarms = Vec::new();
+    for e in rtx.open_table(ALARM_TABLE)?.iter()? {
+        let e = e?;
+        let (member_id, alarm) = record::decode_alarm(e.key(), e.value())?;
+        alarms.push(AlarmMember { member_id, alarm });
+    }
+    sort_alarms(&mut alarms);
+    drop(rtx);
+    Ok(State {
+        db,
+        index,
+        current_rev,
+        compact_rev,
+        leases,
+        lease_keys,
+        alarms,
+        pending_removal,
+    })
+}
+
+pub(crate) fn sort_alarms(alarms: &mut [AlarmMember]) {
+    alarms.sort_by_key(|a| (a.alarm, a.member_id));
+}
+
+impl Store {
+    /// Opens the store's page file at `path`, creating it if missing, and rebuilds the
+    /// key index by scanning the history.
+    pub fn open(path: &Path) -> Result<Store> {
+        Self::open_with(path, DatabaseOptions::default())
+    }
+
+    /// [`Store::open`] with page-file options (page size for a new file, cache size).
+    pub fn open_with(path: &Path, opts: DatabaseOptions) -> Result<Store> {
+        let db = Database::open_path(path, opts.clone())?;
+        Ok(Store {
+            state: RwLock::new(load(db)?),
+            apply_lock: Mutex::new(()),
+            path: path.to_path_buf(),
+            opts,
+            size_in_use: Mutex::new(None),
+        })
+    }
+
+    pub(crate) fn db(&self) -> Database {
+        self.state.read().db.clone()
+    }
+
+    pub fn current_revision(&self) -> i64 {
+        self.state.read().current_rev
+    }
+
+    /// The last compaction's revision; 0 if the store was never compacted.
+    pub fn compact_revision(&self) -> i64 {
+        self.state.read().compact_rev
+    }
+
+    /// Number of keys in the index (live or with kept history).
+    pub fn indexed_keys(&self) -> usize {
+        self.state.read().index.len()
+    }
+
+    /// A range read at the request's revision. The header carries only the store's current
+    /// revision.
+    pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
+        let (rtx, picks, total, current) = {
+            let st = self.state.read();
+            let plan = range::plan(req, st.current_rev, st.compact_rev)?;
+            let rtx = st.db.begin_read()?;
+            let (picks, total) = range::select(&st.index, &plan);
+            (rtx, picks, total, st.current_rev)
+        };
+        let table = rtx.open_table(KV_TABLE)?;
+        let kvs = picks
+            .iter()
+            .map(|(k, r)| read_kv(&table, k, *r))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(range::finish(req, kvs, total, current))
+    }
+
+    /// Raft metadata stored by [`super::Applier::set_meta`].
+    pub fn get_meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let rtx = self.db().begin_read()?;
+        let meta = rtx.open_table(META_TABLE)?;
+        let k = [RAFT_META_PREFIX, key].concat();
+        match meta.get(&k)? {
+            Some(v) => Ok(Some(record::unseal(META_TABLE, &k, &v)?.to_vec())),
+            None => Ok(None),
+        }
+    }
+
+    /// Every lease, by id.
+    pub fn leases(&self) -> Vec<LeaseInfo> {
+        self.state.read().leases.values().cloned().collect()
+    }
+
+    pub fn lease(&self, id: i64) -> Option<LeaseInfo> {
+        self.state.read().leases.get(&id).cloned()
+    }
+
+    /// Keys attached to a lease, in key order.
+    pub fn lease_keys(&self, id: i64) -> Vec<Vec<u8>> {
+        self.state
+            .read()
+            .lease_keys
+            .get(&id)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Active alarms, by (alarm type, member id).
+    pub fn alarms(&self) -> Vec<AlarmMember> {
+        self.state.read().alarms.clone()
+    }
+
+    /// Length of the page file in bytes.
+    pub fn db_size(&self) -> u64 {
+        self.db().file_len().unwrap_or(0)
+    }
+
+    /// Bytes of pages in use (the file minus its free pages). Counting free pages walks
+    /// the file, so the figure is cached for a few seconds.
+    pub fn db_size_in_use(&self) -> u64 {
+        const MAX_AGE: Duration = Duration::from_secs(5);
+        let db = self.db();
+        let txn = db.last_txn();
+        let mut cache = self.size_in_use.lock();
+        if let Some((at, t, v)) = *cache {
+            if t == txn || at.elapsed() < MAX_AGE {
+                return v;
+            }
+        }
+        let v = match db.stats() {
+            Ok(s) => s.page_count.saturating_sub(s.free_pages) * s.page_size,
+            Err(_) => return db.file_len().unwrap_or(0),
+        };
+        *cache = Some((Instant::now(), txn, v));
+        v
+    }
+
+    /// Gives free space back to the file system while applies keep flowing: the page
+    /// file's incremental compaction, a few dozen leaves per write transaction.
+    pub fn defrag(&self) -> Result<()> {
+        let db = self.db();
+        let (before, after) = db.compact(64)?;
+        tracing::info!(before, after, "defragmented the page file");
+        *self.size_in_use.lock() = None;
+        Ok(())
+    }
+
+    /// Writes a consistent point-in-time copy of the whole state (history, leases, alarms,
+    /// raft metadata) to a new page file at `path`, replacing any file there. Returns its
+    /// size in bytes.
+    pub fn snapshot_to(&self, path: &Path) -> Result<u64> {
+        const ENTRIES_PER_COMMIT: usize = 16 * 1024;
+        let rtx = self.db().begin_read()?;
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(internal(format!("snapshot: removing {path:?}: {e}"))),
+        }
+        let out = Database::open_path(path, self.opts.clone())?;
+        let mut w = out.begin_write()?;
+        for name in TABLES {
+            w.open_table(name)?;
+        }
+        let mut n = 0usize;
+        for name in TABLES {
+            let src = rtx.open_table(name)?;
+            for e in src.iter()? {
+                let e = e?;
+                w.open_table(name)?.insert(e.key(), e.value())?;
+                n += 1;
+                if n.is_multiple_of(ENTRIES_PER_COMMIT) {
+                    w.commit(Durability::Deferred)?;
+                    w = out.begin_write()?;
+                }
+            }
+        }
+        w.commit(Durability::Durable)?;
+        Ok(out.file_len()?)
+    }
+
+    /// Makes every commit so far durable.
+    pub fn sync(&self) -> Result<()> {
+        self.db().begin_write()?.commit(Durability::Durable)?;
+        Ok(())
+    }
+
+    /// Replaces the whole state with the page file at `src` (a copy written by
+    /// [`Store::snapshot_to`], e.g. received as a raft snapshot). `src` is copied next to
+    /// the store's file and renamed over it; readers that are still running keep their
+    /// snapshot of the old file.
+    pub fn restore_from(&self, src: &Path) -> Result<()> {
+        let _apply = self.apply_lock.lock();
+        let tmp = self.path.with_extension("restore");
+        let io = |what: &str, e: std::io::Error| internal(format!("restore: {what}: {e}"));
+        std::fs::copy(src, &tmp).map_err(|e| io("copying the snapshot", e))?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| io("syncing the copy", e))?;
+        // Check the copy before it replaces anything.
+        let state = load(Database::open_path(&tmp, self.opts.clone())?)?;
+        std::fs::rename(&tmp, &self.path).map_err(|e| io("renaming the copy", e))?;
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io("syncing the directory", e))?;
+        }
+        *self.state.write() = state;
+        *self.size_in_use.lock() = None;
+        Ok(())
+    }
+}
