@@ -83,11 +83,8 @@ impl ApplyStore for Store {
     fn snapshot_to(&self, path: &Path) -> Result<u64> {
         Store::snapshot_to(self, path)
     }
-    fn restore_from(&self, _path: &Path) -> Result<()> {
-        // TODO(cluster): the MVCC store has no way yet to replace its state with a
-        // snapshot's page file; a follower that falls behind the leader's purged log needs
-        // it. A single member never installs a snapshot.
-        Err(Error::Unsupported("installing a raft snapshot"))
+    fn restore_from(&self, path: &Path) -> Result<()> {
+        Store::restore_from(self, path)
     }
 }
 

@@ -170,7 +170,7 @@ async fn durable_commits_follow_the_policy_and_snapshots_are_taken() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(files.len(), 2, "{files:?}");
-    assert!(files.iter().any(|f| f == "meta"));
+    assert!(files.iter().any(|f| f == "snapshot.meta"));
     node.shutdown().await.unwrap();
     drop(node);
 
