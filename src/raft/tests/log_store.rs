@@ -12,7 +12,7 @@ use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Membership, RaftLo
 
 use crate::command::{Command, Op};
 use crate::raft::hard_state::{read_hard_state, write_hard_state};
-use crate::raft::{LogStore, Progress, TypeConfig};
+use crate::raft::{LogStore, Progress, Proposal, TypeConfig};
 
 fn id(term: u64, index: u64) -> LogId<u64> {
     LogId::new(CommittedLeaderId::new(term, 1), index)
@@ -21,11 +21,11 @@ fn id(term: u64, index: u64) -> LogId<u64> {
 fn put(term: u64, index: u64) -> Entry<TypeConfig> {
     Entry {
         log_id: id(term, index),
-        payload: EntryPayload::Normal(Command::new(Op::Put(PutRequest {
+        payload: EntryPayload::Normal(Proposal::one(Command::new(Op::Put(PutRequest {
             key: format!("key-{index}").into_bytes(),
             value: vec![b'v'; 100],
             ..Default::default()
-        }))),
+        })))),
     }
 }
 
@@ -239,7 +239,9 @@ async fn an_interrupted_reset_is_finished_and_a_damaged_vote_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     {
         let mut log = open(dir.path(), &Arc::new(Progress::default()));
-        log.blocking_append((1..=3).map(|i| put(1, i))).await.unwrap();
+        log.blocking_append((1..=3).map(|i| put(1, i)))
+            .await
+            .unwrap();
         log.save_vote(&Vote::new(4, 2)).await.unwrap();
     }
     // A crash after the old WAL was renamed aside.
