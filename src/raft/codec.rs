@@ -12,13 +12,11 @@ use std::fmt;
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Membership, StoredMembership, Vote};
 use prost::Message;
 
-use crate::command::Command;
-
-use super::{Member, TypeConfig};
+use super::{Member, Proposal, TypeConfig};
 
 /// WAL record type of a blank entry (a new leader's first entry).
 pub const ENTRY_BLANK: u8 = 1;
-/// WAL record type of a normal entry: the body is a protobuf [`Command`].
+/// WAL record type of a normal entry: the body is a protobuf [`Proposal`].
 pub const ENTRY_NORMAL: u8 = 2;
 /// WAL record type of a membership entry: the body is an encoded [`Membership`].
 pub const ENTRY_MEMBERSHIP: u8 = 3;
@@ -52,10 +50,9 @@ pub fn encode_entry(entry: &Entry<TypeConfig>) -> (u8, Vec<u8>) {
     out.extend_from_slice(&entry.log_id.leader_id.node_id.to_le_bytes());
     let kind = match &entry.payload {
         EntryPayload::Blank => ENTRY_BLANK,
-        EntryPayload::Normal(cmd) => {
-            // Encoding into a Vec cannot run out of space.
-            out.reserve(cmd.encoded_len());
-            cmd.encode_raw(&mut out);
+        EntryPayload::Normal(p) => {
+            out.reserve(p.encoded_len());
+            p.encode_raw(&mut out);
             ENTRY_NORMAL
         }
         EntryPayload::Membership(m) => {
@@ -75,9 +72,9 @@ pub fn decode_entry(index: u64, kind: u8, payload: &[u8]) -> Result<Entry<TypeCo
     let payload = match kind {
         ENTRY_BLANK => EntryPayload::Blank,
         ENTRY_NORMAL => {
-            let cmd = Command::decode(r.rest())
-                .map_err(|e| CodecError(format!("entry {index}: command: {e}")))?;
-            EntryPayload::Normal(cmd)
+            let p = Proposal::decode(r.rest())
+                .map_err(|e| CodecError(format!("entry {index}: proposal: {e}")))?;
+            EntryPayload::Normal(p)
         }
         ENTRY_MEMBERSHIP => EntryPayload::Membership(decode_membership_from(&mut r)?),
         other => return err(format!("entry {index}: unknown entry kind {other}")),
@@ -346,7 +343,7 @@ impl<'a> Reader<'a> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::command::Op;
+    use crate::command::{Command, Op};
     use mnemo_proto::etcdserverpb::PutRequest;
     use proptest::prelude::*;
 
@@ -374,12 +371,21 @@ mod tests {
             },
             Entry {
                 log_id: id(3, 7, 12),
-                payload: EntryPayload::Normal(Command::new(Op::Put(PutRequest {
-                    key: b"k".to_vec(),
-                    value: vec![0xff; 300],
-                    lease: 5,
-                    ..Default::default()
-                }))),
+                payload: EntryPayload::Normal(Proposal {
+                    commands: vec![
+                        Command::new(Op::Put(PutRequest {
+                            key: b"k".to_vec(),
+                            value: vec![0xff; 300],
+                            lease: 5,
+                            ..Default::default()
+                        })),
+                        Command::default(),
+                    ],
+                }),
+            },
+            Entry {
+                log_id: id(3, 7, 13),
+                payload: EntryPayload::Normal(Proposal::default()),
             },
             Entry {
                 log_id: id(u64::MAX, u64::MAX, u64::MAX - 1),
@@ -412,15 +418,15 @@ mod tests {
         assert_eq!(kind, ENTRY_NORMAL);
         assert_eq!(&bytes[0..8], &3u64.to_le_bytes());
         assert_eq!(&bytes[8..16], &7u64.to_le_bytes());
-        let EntryPayload::Normal(cmd) = &e.payload else {
+        let EntryPayload::Normal(p) = &e.payload else {
             unreachable!()
         };
-        assert_eq!(&bytes[ENTRY_HEADER_LEN..], cmd.encode_to_vec().as_slice());
+        assert_eq!(&bytes[ENTRY_HEADER_LEN..], p.encode_to_vec().as_slice());
     }
 
     #[test]
     fn garbage_is_rejected() {
-        let (kind, bytes) = encode_entry(&entries()[2]);
+        let (kind, bytes) = encode_entry(&entries()[3]);
         // Every strict prefix of a membership entry is short somewhere.
         for cut in 0..bytes.len() {
             assert!(

@@ -186,6 +186,17 @@ mod tests {
     use openraft::CommittedLeaderId;
 
     #[test]
+    fn sizes_match_docs_format() {
+        assert_eq!(encode_hard_state(&HardState::default()).len(), 35);
+        let full = HardState {
+            vote: Some(Vote::new(1, 1)),
+            purged: Some(LogId::new(CommittedLeaderId::new(1, 1), 1)),
+        };
+        assert_eq!(encode_hard_state(&full).len(), 59);
+        assert_eq!(encode_committed(None).len(), 37);
+    }
+
+    #[test]
     fn hard_state_round_trips_and_checks() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(read_hard_state(dir.path()).unwrap(), HardState::default());

@@ -21,6 +21,9 @@
 //! WAL segments removed ≤ 40; hard state purged = 40; reads start at 71
 //! ```
 
+// The helpers return openraft's `StorageError` (large) just as the trait methods must.
+#![allow(clippy::result_large_err)]
+
 use std::fmt::Debug;
 use std::fs;
 use std::io;

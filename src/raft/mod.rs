@@ -1,6 +1,7 @@
 //! Raft: openraft 0.9 over the WAL (log) and the MVCC store (state machine).
 //!
-//! * [`TypeConfig`]: commands are [`Command`]s, responses [`CommandResponse`]s, node ids
+//! * [`TypeConfig`]: a normal entry carries a [`Proposal`] (the [`Command`]s of one group
+//!   of concurrent proposals) and answers one [`CommandResponse`] per command; node ids are
 //!   etcd's u64 member ids, node data a [`Member`].
 //! * [`log_store`]: `RaftLogStorage` over `mnemo_storage::Wal` (group commit), the vote in
 //!   a small durable file, lazy purging behind the store's durable applied index.
@@ -38,14 +39,36 @@ pub struct Member {
     pub client_urls: Vec<String>,
 }
 
+/// The payload of a normal raft entry: the commands of concurrent proposals grouped by
+/// [`RaftNode::propose`], applied in order (each with its own revision, as if proposed one
+/// by one) and answered in order.
+///
+/// Why not one command per entry: openraft 0.9's core waits for each append to be durable
+/// before it takes the next client write, so one entry per command costs one fsync per
+/// command whatever the concurrency. Grouping restores the WAL's group commit.
+// Format: protobuf message; field 1 repeated Command.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Proposal {
+    #[prost(message, repeated, tag = "1")]
+    pub commands: Vec<Command>,
+}
+
+impl Proposal {
+    pub fn one(cmd: Command) -> Self {
+        Self {
+            commands: vec![cmd],
+        }
+    }
+}
+
 openraft::declare_raft_types!(
     /// openraft's type configuration for mnemo.
     ///
     /// `SnapshotData` is a file: a snapshot is a copy of the whole page file, possibly
     /// gigabytes, which must not be held in memory (a `Cursor<Vec<u8>>` would).
     pub TypeConfig:
-        D = Command,
-        R = CommandResponse,
+        D = Proposal,
+        R = Vec<CommandResponse>,
         NodeId = u64,
         Node = Member,
         Entry = openraft::Entry<TypeConfig>,

@@ -10,6 +10,9 @@ use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use openraft::{Config, ServerState, SnapshotPolicy};
 
+use prost::Message;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
 use crate::command::{Command, CommandResponse};
 use crate::error::{Error, Result};
 use crate::mvcc::Store;
@@ -17,7 +20,23 @@ use crate::mvcc::Store;
 use super::log_store::{LogStore, Progress, WalHandle};
 use super::network::PeerNetwork;
 use super::state_machine::{ApplyStore, DurabilityPolicy, OnApplied, StateMachine};
-use super::{Member, Raft};
+use super::{Member, Proposal, Raft};
+
+/// At most this many commands go into one proposal entry…
+const MAX_PROPOSAL_COMMANDS: usize = 1024;
+/// …and at most about this many bytes (etcd's request limit is 1.5 MiB; the WAL's record
+/// limit is a segment).
+const MAX_PROPOSAL_BYTES: usize = 4 << 20;
+/// Proposal entries submitted to raft and not yet answered. While they are in flight the
+/// next group gathers, so under load each entry (one fsync) carries many commands.
+const PROPOSALS_IN_FLIGHT: usize = 2;
+
+/// A command waiting for its proposal entry.
+#[derive(Debug)]
+struct Pending {
+    cmd: Command,
+    tx: oneshot::Sender<Result<CommandResponse>>,
+}
 
 /// How to start a member's raft. [`RaftOptions::new`] fills in etcd's defaults.
 #[derive(Debug, Clone)]
@@ -113,6 +132,7 @@ pub struct RaftNode<S: ApplyStore = Store> {
     progress: Arc<Progress>,
     /// Dropped at shutdown: a restart in the same process must be able to open the WAL.
     wal_handle: parking_lot::Mutex<Option<WalHandle>>,
+    proposals: mpsc::UnboundedSender<Pending>,
     io_path: IoPath,
     request_timeout: Duration,
 }
@@ -123,6 +143,74 @@ impl<S: ApplyStore> std::fmt::Debug for RaftNode<S> {
             .field("node_id", &self.node_id)
             .field("io_path", &self.io_path)
             .finish_non_exhaustive()
+    }
+}
+
+/// Gathers queued proposals into [`Proposal`] entries, at most [`PROPOSALS_IN_FLIGHT`]
+/// unanswered at a time, and hands each command its own response.
+async fn group_proposals(raft: Raft, mut rx: mpsc::UnboundedReceiver<Pending>) {
+    let window = Arc::new(Semaphore::new(PROPOSALS_IN_FLIGHT));
+    while let Some(first) = rx.recv().await {
+        let Ok(permit) = window.clone().acquire_owned().await else {
+            break;
+        };
+        let mut bytes = first.cmd.encoded_len();
+        let mut group = vec![first];
+        while group.len() < MAX_PROPOSAL_COMMANDS && bytes < MAX_PROPOSAL_BYTES {
+            match rx.try_recv() {
+                Ok(p) => {
+                    bytes += p.cmd.encoded_len();
+                    group.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        let (commands, waiters): (Vec<Command>, Vec<_>) =
+            group.into_iter().map(|p| (p.cmd, p.tx)).unzip();
+        let n = commands.len();
+        match raft.client_write_ff(Proposal { commands }).await {
+            Err(e) => {
+                let err = fatal_to_error(e);
+                for w in waiters {
+                    let _ = w.send(Err(err.clone()));
+                }
+            }
+            Ok(resp) => {
+                tokio::spawn(async move {
+                    let result = match resp.await {
+                        Err(_) => Err(Error::Stopped),
+                        Ok(Err(ClientWriteError::ForwardToLeader(f))) => {
+                            Err(if f.leader_id.is_some() {
+                                Error::NotLeader
+                            } else {
+                                Error::NoLeader
+                            })
+                        }
+                        Ok(Err(ClientWriteError::ChangeMembershipError(e))) => {
+                            Err(Error::Internal(e.to_string()))
+                        }
+                        Ok(Ok(r)) if r.data.len() == n => Ok(r.data),
+                        Ok(Ok(r)) => Err(Error::Internal(format!(
+                            "a proposal of {n} commands was answered with {} responses",
+                            r.data.len()
+                        ))),
+                    };
+                    drop(permit);
+                    match result {
+                        Ok(responses) => {
+                            for (w, r) in waiters.into_iter().zip(responses) {
+                                let _ = w.send(Ok(r));
+                            }
+                        }
+                        Err(e) => {
+                            for w in waiters {
+                                let _ = w.send(Err(e.clone()));
+                            }
+                        }
+                    }
+                });
+            }
+        }
     }
 }
 
@@ -185,7 +273,10 @@ impl<S: ApplyStore> RaftNode<S> {
                 .await
                 .map_err(|e| internal("initializing the cluster", &e))?;
         }
+        let (proposals, rx) = mpsc::unbounded_channel();
+        tokio::spawn(group_proposals(raft.clone(), rx));
         Ok(RaftNode {
+            proposals,
             raft,
             node_id: opts.node_id,
             store,
@@ -221,23 +312,17 @@ impl<S: ApplyStore> RaftNode<S> {
         self.wal_handle.lock().as_ref().map(|h| h.wal().stats())
     }
 
-    /// Proposes `cmd` and returns its result once applied here.
+    /// Proposes `cmd` and returns its result once applied here. Concurrent proposals are
+    /// grouped into one raft entry (see [`Proposal`]).
     pub async fn propose(&self, cmd: Command) -> Result<CommandResponse> {
-        let write = self.raft.client_write(cmd);
-        match tokio::time::timeout(self.request_timeout, write).await {
+        let (tx, rx) = oneshot::channel();
+        self.proposals
+            .send(Pending { cmd, tx })
+            .map_err(|_| Error::Stopped)?;
+        match tokio::time::timeout(self.request_timeout, rx).await {
             Err(_) => Err(Error::Timeout),
-            Ok(Ok(resp)) => Ok(resp.data),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Err(if f.leader_id.is_some() {
-                    Error::NotLeader
-                } else {
-                    Error::NoLeader
-                })
-            }
-            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
-                Err(Error::Internal(e.to_string()))
-            }
-            Ok(Err(RaftError::Fatal(e))) => Err(fatal_to_error(e)),
+            Ok(Err(_)) => Err(Error::Stopped),
+            Ok(Ok(r)) => r,
         }
     }
 

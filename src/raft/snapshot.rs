@@ -1,10 +1,11 @@
 //! The snapshot directory `<member dir>/snap/`: the latest snapshot's data file (a
 //! point-in-time copy of the store's page file) and its metadata file.
 //!
-//! `meta` is the commit point: it names the data file, and is replaced atomically
-//! (tmp, fsync, rename, fsync the directory) only after the data file is durable. Files
-//! that `meta` does not name are leftovers of an older or interrupted snapshot and are
-//! removed.
+//! `snapshot.meta` is the commit point: it names the data file, and is replaced
+//! atomically (tmp, fsync, rename, fsync the directory) only after the data file is
+//! durable. Snapshot files (`*.snap`, `*.snap.tmp`) that it does not name are leftovers of
+//! an older or interrupted snapshot and are removed; other files are never touched (the
+//! server may keep the store's page file here, as etcd keeps `member/snap/db`).
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -19,9 +20,9 @@ use super::hard_state::sync_dir;
 use super::Member;
 
 pub const SNAP_DIR: &str = "snap";
-const META_FILE: &str = "meta";
+const META_FILE: &str = "snapshot.meta";
 /// Where a snapshot arriving from a leader is written before it is installed.
-pub const RECEIVING_FILE: &str = "receiving.tmp";
+pub const RECEIVING_FILE: &str = "receiving.snap.tmp";
 const MAGIC: &[u8; 8] = b"MNEMOSNP";
 const VERSION: u32 = 1;
 
@@ -101,7 +102,7 @@ impl SnapshotDir {
 
     /// The data file name for a snapshot id.
     pub fn data_file(snapshot_id: &str) -> String {
-        format!("{snapshot_id}.db")
+        format!("{snapshot_id}.snap")
     }
 
     /// The latest snapshot: its metadata and data file path.
@@ -121,7 +122,7 @@ impl SnapshotDir {
     }
 
     /// Makes the (durable) data file `data_file` the current snapshot, then removes every
-    /// other file in the directory but `keep`.
+    /// other snapshot file in the directory but `keep`.
     pub fn commit(
         &self,
         meta: &SnapshotMeta<u64, Member>,
@@ -140,7 +141,8 @@ impl SnapshotDir {
             let entry = entry?;
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if name != META_FILE && name != data_file && Some(name.as_ref()) != keep {
+            let ours = name.ends_with(".snap") || name.ends_with(".snap.tmp");
+            if ours && name != data_file && Some(name.as_ref()) != keep {
                 let _ = fs::remove_file(entry.path());
             }
         }
@@ -165,10 +167,10 @@ mod tests {
             ),
             snapshot_id: "3-77-1".into(),
         };
-        let bytes = encode_meta(&meta, "3-77-1.db");
+        let bytes = encode_meta(&meta, "3-77-1.snap");
         let (back, file) = decode_meta(&bytes).unwrap();
         assert_eq!(back, meta);
-        assert_eq!(file, "3-77-1.db");
+        assert_eq!(file, "3-77-1.snap");
         for i in 0..bytes.len() {
             let mut bad = bytes.clone();
             bad[i] ^= 4;
@@ -187,12 +189,15 @@ mod tests {
             snapshot_id: "a".into(),
             ..Default::default()
         };
-        fs::write(snaps.path("a.db"), b"one").unwrap();
-        snaps.commit(&meta, "a.db", None).unwrap();
-        fs::write(snaps.path("b.db"), b"two").unwrap();
+        fs::write(snaps.path("a.snap"), b"one").unwrap();
+        snaps.commit(&meta, "a.snap", None).unwrap();
+        fs::write(snaps.path("b.snap"), b"two").unwrap();
         fs::write(snaps.path(RECEIVING_FILE), b"x").unwrap();
+        fs::write(snaps.path("c.snap.tmp"), b"x").unwrap();
+        // The server's own files are left alone.
+        fs::write(snaps.path("db"), b"store").unwrap();
         meta.snapshot_id = "b".into();
-        snaps.commit(&meta, "b.db", None).unwrap();
+        snaps.commit(&meta, "b.snap", None).unwrap();
         let (m, path) = snaps.current().unwrap().unwrap();
         assert_eq!(m.snapshot_id, "b");
         assert_eq!(fs::read(path).unwrap(), b"two");
@@ -201,6 +206,6 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         names.sort();
-        assert_eq!(names, ["b.db", "meta"]);
+        assert_eq!(names, ["b.snap", "db", "snapshot.meta"]);
     }
 }

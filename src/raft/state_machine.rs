@@ -1,7 +1,7 @@
 //! openraft's state machine (`RaftStateMachine`) over the MVCC store.
 //!
 //! Applying is [`apply_batch`]: a pure function of (store state, entries) that opens one
-//! store batch, applies each normal entry's [`Command`], records the last applied log id
+//! store batch, applies the [`Command`]s of each normal entry's proposal, records the last applied log id
 //! and (when one is in the batch) the membership under the store's meta keys, and commits.
 //! Most commits are [`Durability::Deferred`]; one is durable every
 //! [`DurabilityPolicy::every_entries`] entries or [`DurabilityPolicy::every`], at every
@@ -83,11 +83,8 @@ impl ApplyStore for Store {
     fn snapshot_to(&self, path: &Path) -> Result<u64> {
         Store::snapshot_to(self, path)
     }
-    fn restore_from(&self, _path: &Path) -> Result<()> {
-        // TODO(cluster): the MVCC store has no way yet to replace its state with a
-        // snapshot's page file; a follower that falls behind the leader's purged log needs
-        // it. A single member never installs a snapshot.
-        Err(Error::Unsupported("installing a raft snapshot"))
+    fn restore_from(&self, path: &Path) -> Result<()> {
+        Store::restore_from(self, path)
     }
 }
 
@@ -156,24 +153,25 @@ pub fn read_applied_state<S: ApplyStore>(store: &S) -> Result<AppliedState> {
 }
 
 /// Applies `entries` (contiguous, after `state.applied`) to `store` in one batch and
-/// commits it with `durability`; `state` is updated to the batch's end. Returns one
-/// response per entry, in order, and what the batch changed.
+/// commits it with `durability`; `state` is updated to the batch's end. Returns, per
+/// entry in order, one response per command of its proposal (none for blank and
+/// membership entries), and what the batch changed.
 pub fn apply_batch<S: ApplyStore>(
     store: &S,
     state: &mut AppliedState,
     entries: &[Entry<TypeConfig>],
     durability: Durability,
-) -> Result<(Vec<CommandResponse>, Applied)> {
+) -> Result<(Vec<Vec<CommandResponse>>, Applied)> {
     let mut batch = store.begin_apply()?;
     let mut responses = Vec::with_capacity(entries.len());
     let mut membership = None;
     for e in entries {
         responses.push(match &e.payload {
-            EntryPayload::Blank => CommandResponse::Empty,
-            EntryPayload::Normal(cmd) => batch.apply(cmd),
+            EntryPayload::Blank => Vec::new(),
+            EntryPayload::Normal(p) => p.commands.iter().map(|c| batch.apply(c)).collect(),
             EntryPayload::Membership(m) => {
                 membership = Some(StoredMembership::new(Some(e.log_id), m.clone()));
-                CommandResponse::Empty
+                Vec::new()
             }
         });
     }
@@ -268,7 +266,7 @@ impl<S: ApplyStore> RaftStateMachine<TypeConfig> for StateMachine<S> {
         Ok((inner.state.applied, inner.state.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResponse>, StorageError<u64>>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<CommandResponse>>, StorageError<u64>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,

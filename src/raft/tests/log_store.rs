@@ -12,7 +12,7 @@ use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Membership, RaftLo
 
 use crate::command::{Command, Op};
 use crate::raft::hard_state::{read_hard_state, write_hard_state};
-use crate::raft::{LogStore, Progress, TypeConfig};
+use crate::raft::{LogStore, Progress, Proposal, TypeConfig};
 
 fn id(term: u64, index: u64) -> LogId<u64> {
     LogId::new(CommittedLeaderId::new(term, 1), index)
@@ -21,11 +21,11 @@ fn id(term: u64, index: u64) -> LogId<u64> {
 fn put(term: u64, index: u64) -> Entry<TypeConfig> {
     Entry {
         log_id: id(term, index),
-        payload: EntryPayload::Normal(Command::new(Op::Put(PutRequest {
+        payload: EntryPayload::Normal(Proposal::one(Command::new(Op::Put(PutRequest {
             key: format!("key-{index}").into_bytes(),
             value: vec![b'v'; 100],
             ..Default::default()
-        }))),
+        })))),
     }
 }
 
@@ -232,4 +232,35 @@ async fn a_gap_between_the_purge_point_and_the_wal_is_an_error() {
     };
     let err = LogStore::open(dir.path(), wal, Arc::new(Progress::default())).unwrap_err();
     assert!(err.to_string().contains("entries are missing"), "{err}");
+}
+
+#[tokio::test]
+async fn an_interrupted_reset_is_finished_and_a_damaged_vote_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut log = open(dir.path(), &Arc::new(Progress::default()));
+        log.blocking_append((1..=3).map(|i| put(1, i)))
+            .await
+            .unwrap();
+        log.save_vote(&Vote::new(4, 2)).await.unwrap();
+    }
+    // A crash after the old WAL was renamed aside.
+    std::fs::create_dir(dir.path().join("wal.reset")).unwrap();
+    std::fs::write(dir.path().join("wal.reset").join("junk"), b"x").unwrap();
+    let mut log = open(dir.path(), &Arc::new(Progress::default()));
+    assert!(!dir.path().join("wal.reset").exists());
+    assert_eq!(indexes(&mut log, 0..10).await, [1, 2, 3]);
+    assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(4, 2)));
+    drop(log);
+
+    let path = dir.path().join("raft-state");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[14] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    let wal = WalOptions {
+        segment_size: 4096,
+        ..Default::default()
+    };
+    let err = LogStore::open(dir.path(), wal, Arc::new(Progress::default())).unwrap_err();
+    assert!(err.to_string().contains("checksum"), "{err}");
 }
