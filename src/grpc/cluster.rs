@@ -48,8 +48,13 @@ impl Cluster for ClusterService {
         if req.into_inner().linearizable {
             self.server.raft.read_index().await?;
         }
+        // etcd's Cluster service headers carry no revision.
+        let header = mnemo_proto::etcdserverpb::ResponseHeader {
+            revision: 0,
+            ..self.server.header(0)
+        };
         Ok(Response::new(MemberListResponse {
-            header: Some(self.server.header(0)),
+            header: Some(header),
             members: self.server.members(),
         }))
     }
