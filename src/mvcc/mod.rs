@@ -16,6 +16,7 @@ mod range;
 pub mod record;
 pub mod revision;
 mod store;
+mod read_txn;
 pub mod watch;
 
 use mnemo_proto::mvccpb::Event;

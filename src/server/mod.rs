@@ -1,1 +1,504 @@
-//! TODO
+//! The server: the one place where client requests become raft proposals or local reads.
+//!
+//! gRPC services (src/grpc/) are thin: they hand requests to [`EtcdServer`], which checks
+//! them (etcd's validation rules, size limits, the space quota), proposes writes through
+//! raft, serves reads (linearizable through the raft read index, or serializable from
+//! the local store), and fills every response header.
+
+mod compactor;
+mod run;
+pub mod validate;
+
+pub use run::{run, serve, shutdown_signal, DirLock};
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mnemo_proto::etcdserverpb::{
+    alarm_request::AlarmAction, request_op, AlarmMember, AlarmRequest, AlarmResponse,
+    AlarmType, CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
+    HashKvResponse, HashResponse, LeaseGrantRequest, Member as PbMember, SnapshotResponse, StatusResponse, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseTimeToLiveResponse, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
+};
+use prost::Message;
+
+use crate::command::{Command, CommandResponse, Op};
+use crate::error::{Error, Result};
+use crate::lease::Lessor;
+use crate::mvcc::watch::WatchHub;
+use crate::mvcc::Store;
+use crate::raft::{Member, RaftNode};
+
+
+/// The etcd API version mnemo speaks, reported by Status and `--version`.
+pub const ETCD_VERSION: &str = "3.4.0";
+
+/// Longest lease TTL etcd accepts, in seconds.
+pub const MAX_LEASE_TTL: i64 = 9_000_000_000;
+
+/// What the server needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    pub member_id: u64,
+    pub cluster_id: u64,
+    pub member: Member,
+    pub member_dir: PathBuf,
+    pub max_request_bytes: usize,
+    pub max_txn_ops: usize,
+    pub quota_backend_bytes: u64,
+    pub heartbeat_ms: u64,
+    pub election_timeout_ms: u64,
+    pub snapshot_count: u64,
+    /// Every member of a new cluster (`--initial-cluster`), by id.
+    pub initial_members: std::collections::BTreeMap<u64, Member>,
+    /// `--initial-cluster-state new`.
+    pub new_cluster: bool,
+    pub auto_compaction: Option<crate::config::AutoCompaction>,
+    pub watch_progress_notify_interval: Duration,
+}
+
+/// A running member.
+#[derive(Debug)]
+pub struct EtcdServer {
+    pub options: ServerOptions,
+    pub store: Arc<Store>,
+    pub raft: RaftNode,
+    pub hub: Arc<WatchHub>,
+    pub lessor: Arc<Lessor>,
+    lease_ids: LeaseIdGenerator,
+}
+
+impl EtcdServer {
+    pub fn new(
+        options: ServerOptions,
+        store: Arc<Store>,
+        raft: RaftNode,
+        hub: Arc<WatchHub>,
+        lessor: Arc<Lessor>,
+    ) -> Self {
+        let lease_ids = LeaseIdGenerator::new(options.member_id);
+        Self {
+            options,
+            store,
+            raft,
+            hub,
+            lessor,
+            lease_ids,
+        }
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.status().leader == Some(self.options.member_id)
+    }
+
+    /// A response header at `revision` (the current one when 0).
+    pub fn header(&self, revision: i64) -> ResponseHeader {
+        let revision = if revision == 0 {
+            self.store.current_revision()
+        } else {
+            revision
+        };
+        ResponseHeader {
+            cluster_id: self.options.cluster_id,
+            member_id: self.options.member_id,
+            revision,
+            raft_term: self.raft.status().term,
+        }
+    }
+
+    fn fill(&self, header: &mut Option<ResponseHeader>) {
+        let revision = header.as_ref().map_or(0, |h| h.revision);
+        *header = Some(self.header(revision));
+    }
+
+    /// Proposes `op` and returns its result; a deterministic rejection becomes an error.
+    async fn propose(&self, op: Op) -> Result<CommandResponse> {
+        let cmd = Command::new(op);
+        if cmd.encoded_len() > self.options.max_request_bytes {
+            return Err(Error::RequestTooLarge);
+        }
+        match self.raft.propose(cmd).await? {
+            CommandResponse::Error(e) => Err(e),
+            resp => Ok(resp),
+        }
+    }
+
+    /// etcd's space quota: with the NOSPACE alarm raised, or when this request would
+    /// take the file past the quota (which raises the alarm), writes that add data fail.
+    async fn check_quota(&self, cost: usize) -> Result<()> {
+        if self.nospace_alarm_active() {
+            return Err(Error::NoSpace);
+        }
+        let quota = self.options.quota_backend_bytes;
+        if self.store.db_size() + cost as u64 <= quota {
+            return Ok(());
+        }
+        tracing::warn!(quota, size = self.store.db_size(), "space quota exceeded; raising the NOSPACE alarm");
+        let alarm = AlarmRequest {
+            action: AlarmAction::Activate as i32,
+            member_id: self.options.member_id,
+            alarm: AlarmType::Nospace as i32,
+        };
+        self.propose(Op::Alarm(alarm)).await?;
+        Err(Error::NoSpace)
+    }
+
+    fn nospace_alarm_active(&self) -> bool {
+        self.store.alarms().iter().any(|a| a.alarm == AlarmType::Nospace as i32)
+    }
+
+    pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse> {
+        validate::check_range(&req)?;
+        if !req.serializable {
+            self.raft.read_index().await?;
+        }
+        let store = self.store.clone();
+        let mut resp = blocking(move || store.range(&req)).await?;
+        self.fill(&mut resp.header);
+        Ok(resp)
+    }
+
+    pub async fn put(&self, req: PutRequest) -> Result<PutResponse> {
+        validate::check_put(&req)?;
+        self.check_quota(req.encoded_len()).await?;
+        match self.propose(Op::Put(req)).await? {
+            CommandResponse::Put(mut resp) => {
+                self.fill(&mut resp.header);
+                Ok(resp)
+            }
+            other => Err(unexpected("put", &other)),
+        }
+    }
+
+    pub async fn delete_range(&self, req: DeleteRangeRequest) -> Result<DeleteRangeResponse> {
+        validate::check_delete(&req)?;
+        match self.propose(Op::DeleteRange(req)).await? {
+            CommandResponse::DeleteRange(mut resp) => {
+                self.fill(&mut resp.header);
+                Ok(resp)
+            }
+            other => Err(unexpected("delete", &other)),
+        }
+    }
+
+    pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse> {
+        validate::check_txn(&req, self.options.max_txn_ops)?;
+        if txn_writes(&req) {
+            self.check_quota(req.encoded_len()).await?;
+        } else {
+            // etcd serves a read-only txn locally: after the read index unless every
+            // range in it is serializable.
+            if !txn_is_serializable(&req) {
+                self.raft.read_index().await?;
+            }
+            let store = self.store.clone();
+            let mut resp = blocking(move || store.read_txn(&req)).await?;
+            self.fill(&mut resp.header);
+            return Ok(resp);
+        }
+        match self.propose(Op::Txn(req)).await? {
+            CommandResponse::Txn(mut resp) => {
+                self.fill(&mut resp.header);
+                Ok(resp)
+            }
+            other => Err(unexpected("txn", &other)),
+        }
+    }
+
+    pub async fn compact(&self, req: CompactionRequest) -> Result<CompactionResponse> {
+        match self.propose(Op::Compaction(req)).await? {
+            CommandResponse::Compaction(mut resp) => {
+                self.fill(&mut resp.header);
+                Ok(resp)
+            }
+            other => Err(unexpected("compaction", &other)),
+        }
+    }
+
+    pub async fn lease_grant(&self, mut req: LeaseGrantRequest) -> Result<LeaseGrantResponse> {
+        if req.ttl > MAX_LEASE_TTL {
+            return Err(Error::LeaseTtlTooLarge);
+        }
+        self.check_quota(req.encoded_len()).await?;
+        req.ttl = req.ttl.max(self.lessor.min_ttl());
+        while req.id == 0 {
+            req.id = self.lease_ids.next();
+        }
+        match self.propose(Op::LeaseGrant(req)).await? {
+            CommandResponse::LeaseGrant(mut resp) => {
+                self.fill(&mut resp.header);
+                Ok(resp)
+            }
+            other => Err(unexpected("lease grant", &other)),
+        }
+    }
+
+    pub async fn lease_revoke(&self, req: LeaseRevokeRequest) -> Result<LeaseRevokeResponse> {
+        match self.propose(Op::LeaseRevoke(req)).await? {
+            CommandResponse::LeaseRevoke(mut resp) => {
+                self.fill(&mut resp.header);
+                Ok(resp)
+            }
+            other => Err(unexpected("lease revoke", &other)),
+        }
+    }
+
+    /// Refreshes a lease on the leader's clock; returns its TTL.
+    pub async fn lease_keep_alive(&self, id: i64) -> Result<i64> {
+        if !self.is_leader() {
+            return Err(Error::NotLeader);
+        }
+        self.lessor.keep_alive(id)
+    }
+
+    /// etcd answers an unknown lease with TTL -1 rather than an error.
+    pub async fn lease_time_to_live(&self, id: i64, keys: bool) -> Result<LeaseTimeToLiveResponse> {
+        let header = Some(self.header(0));
+        let Some(info) = self.store.lease(id) else {
+            return Ok(LeaseTimeToLiveResponse {
+                header,
+                id,
+                ttl: -1,
+                granted_ttl: 0,
+                keys: vec![],
+            });
+        };
+        let (ttl, granted_ttl) = self.lessor.time_to_live(id).unwrap_or((info.ttl, info.ttl));
+        let keys = if keys { self.store.lease_keys(id) } else { vec![] };
+        Ok(LeaseTimeToLiveResponse {
+            header,
+            id,
+            ttl,
+            granted_ttl,
+            keys,
+        })
+    }
+
+    pub async fn alarm(&self, req: AlarmRequest) -> Result<AlarmResponse> {
+        if req.action == AlarmAction::Get as i32 {
+            let alarms: Vec<AlarmMember> = self
+                .store
+                .alarms()
+                .into_iter()
+                .filter(|a| req.alarm == AlarmType::None as i32 || a.alarm == req.alarm)
+                .collect();
+            return Ok(AlarmResponse {
+                header: Some(self.header(0)),
+                alarms,
+            });
+        }
+        match self.propose(Op::Alarm(req)).await? {
+            CommandResponse::Alarm(mut resp) => {
+                self.fill(&mut resp.header);
+                Ok(resp)
+            }
+            other => Err(unexpected("alarm", &other)),
+        }
+    }
+}
+
+impl EtcdServer {
+    pub fn status(&self) -> StatusResponse {
+        let raft = self.raft.status();
+        let errors = self
+            .store
+            .alarms()
+            .iter()
+            .map(|a| {
+                let name = AlarmType::try_from(a.alarm).map_or("UNKNOWN", |t| t.as_str_name());
+                format!("memberID:{} alarm:{} ", a.member_id, name)
+            })
+            .collect();
+        StatusResponse {
+            header: Some(self.header(0)),
+            version: ETCD_VERSION.to_string(),
+            db_size: self.store.db_size() as i64,
+            leader: raft.leader.unwrap_or(0),
+            raft_index: raft.commit_index.unwrap_or(0),
+            raft_term: raft.term,
+            raft_applied_index: raft.applied_index.unwrap_or(0),
+            errors,
+            db_size_in_use: self.store.db_size_in_use() as i64,
+            is_learner: raft.is_learner,
+            ..Default::default()
+        }
+    }
+
+    pub fn members(&self) -> Vec<PbMember> {
+        self.raft
+            .status()
+            .members
+            .into_iter()
+            .map(|m| PbMember {
+                id: m.id,
+                name: m.member.name,
+                peer_ur_ls: m.member.peer_urls,
+                client_ur_ls: m.member.client_urls,
+                is_learner: m.is_learner,
+            })
+            .collect()
+    }
+
+    /// Online defragmentation: the page file is compacted in small steps between applies.
+    pub async fn defragment(&self) -> Result<()> {
+        let store = self.store.clone();
+        let before = store.db_size();
+        blocking(move || store.defrag()).await?;
+        tracing::info!(before, after = self.store.db_size(), "defragmented");
+        Ok(())
+    }
+
+    pub async fn hash(&self) -> Result<HashResponse> {
+        let store = self.store.clone();
+        let hash = blocking(move || store.hash()).await?;
+        Ok(HashResponse {
+            header: Some(self.header(0)),
+            hash,
+        })
+    }
+
+    pub async fn hash_kv(&self, revision: i64) -> Result<HashKvResponse> {
+        let store = self.store.clone();
+        let (hash, compact_revision, hash_revision) = blocking(move || store.hash_kv(revision)).await?;
+        Ok(HashKvResponse {
+            header: Some(self.header(hash_revision)),
+            hash,
+            compact_revision,
+            hash_revision,
+        })
+    }
+
+    /// Streams a consistent copy of the page file, followed (as etcd does) by one last
+    /// message holding the SHA-256 of everything sent.
+    pub async fn snapshot(
+        &self,
+    ) -> Result<tokio::sync::mpsc::Receiver<Result<SnapshotResponse, tonic::Status>>> {
+        const CHUNK: usize = 32 * 1024;
+        let dir = self.options.member_dir.join("snapshots-out");
+        std::fs::create_dir_all(&dir).map_err(|e| Error::Internal(format!("creating {}: {e}", dir.display())))?;
+        let path = dir.join(format!("snapshot-{}", std::process::id() as u64 ^ self.lease_ids.next() as u64));
+        let store = self.store.clone();
+        let p = path.clone();
+        let size = blocking(move || store.snapshot_to(&p)).await?;
+        let header = self.header(0);
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            use sha2::Digest;
+            use tokio::io::AsyncReadExt;
+            let result: Result<(), tonic::Status> = async {
+                let mut file = tokio::fs::File::open(&path)
+                    .await
+                    .map_err(|e| tonic::Status::unavailable(format!("snapshot: {e}")))?;
+                let mut sha = sha2::Sha256::new();
+                let mut sent = 0u64;
+                let mut first = true;
+                while sent < size {
+                    let mut buf = vec![0u8; CHUNK.min((size - sent) as usize)];
+                    file.read_exact(&mut buf)
+                        .await
+                        .map_err(|e| tonic::Status::unavailable(format!("snapshot: {e}")))?;
+                    sha.update(&buf);
+                    sent += buf.len() as u64;
+                    let msg = SnapshotResponse {
+                        header: first.then(|| header.clone()),
+                        remaining_bytes: size - sent,
+                        blob: buf,
+                        ..Default::default()
+                    };
+                    first = false;
+                    if tx.send(Ok(msg)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                let msg = SnapshotResponse {
+                    header: first.then(|| header.clone()),
+                    remaining_bytes: 0,
+                    blob: sha.finalize().to_vec(),
+                    ..Default::default()
+                };
+                let _ = tx.send(Ok(msg)).await;
+                Ok(())
+            }
+            .await;
+            if let Err(status) = result {
+                let _ = tx.send(Err(status)).await;
+            }
+            let _ = tokio::fs::remove_file(&path).await;
+        });
+        Ok(rx)
+    }
+}
+
+/// Runs blocking store work off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("store task failed: {e}")))?
+}
+
+fn unexpected(what: &str, got: &CommandResponse) -> Error {
+    Error::Internal(format!("{what} produced an unexpected result: {got:?}"))
+}
+
+/// Whether a txn may write (either branch, nested txns included).
+fn txn_writes(t: &TxnRequest) -> bool {
+    t.success.iter().chain(&t.failure).any(|op| match &op.request {
+        Some(request_op::Request::RequestPut(_)) | Some(request_op::Request::RequestDeleteRange(_)) => true,
+        Some(request_op::Request::RequestTxn(t)) => txn_writes(t),
+        _ => false,
+    })
+}
+
+/// Whether every range in a txn is serializable (etcd's `isTxnSerializable`).
+fn txn_is_serializable(t: &TxnRequest) -> bool {
+    t.success.iter().chain(&t.failure).all(|op| match &op.request {
+        Some(request_op::Request::RequestRange(r)) => r.serializable,
+        Some(request_op::Request::RequestTxn(t)) => txn_is_serializable(t),
+        None => true,
+        _ => false,
+    })
+}
+
+/// Server-chosen lease ids, as etcd makes them: the member id's low 16 bits, then a
+/// 40-bit millisecond timestamp taken at start, then an 8-bit counter — unique across
+/// members and restarts; the top bit is cleared so the id is a positive int64.
+#[derive(Debug)]
+struct LeaseIdGenerator {
+    prefix: u64,
+    suffix: AtomicU64,
+}
+
+impl LeaseIdGenerator {
+    fn new(member_id: u64) -> Self {
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_millis() as u64;
+        Self {
+            prefix: member_id << 48,
+            suffix: AtomicU64::new((millis & ((1 << 40) - 1)) << 8),
+        }
+    }
+
+    fn next(&self) -> i64 {
+        let suffix = self.suffix.fetch_add(1, Ordering::Relaxed) + 1;
+        let id = self.prefix | (suffix & ((1 << 48) - 1));
+        (id & (i64::MAX as u64)) as i64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_ids_are_positive_distinct_and_carry_the_member() {
+        let g = LeaseIdGenerator::new(0xffff_0000_0000_abcd);
+        let a = g.next();
+        let b = g.next();
+        assert!(a > 0 && b > 0 && a != b);
+        assert_eq!((a as u64) >> 48, 0xabcd & 0x7fff);
+    }
+}

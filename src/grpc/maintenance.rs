@@ -1,0 +1,83 @@
+//! etcd's Maintenance service.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_util::Stream;
+use mnemo_proto::etcdserverpb::maintenance_server::Maintenance;
+use mnemo_proto::etcdserverpb::{
+    AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, DowngradeRequest,
+    DowngradeResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse,
+    MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest,
+    StatusResponse,
+};
+use tonic::{Request, Response, Status};
+
+use crate::error::Error;
+use crate::server::EtcdServer;
+
+#[derive(Debug, Clone)]
+pub struct MaintenanceService {
+    pub server: Arc<EtcdServer>,
+}
+
+type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Maintenance for MaintenanceService {
+    async fn alarm(&self, req: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+        Ok(Response::new(self.server.alarm(req.into_inner()).await?))
+    }
+
+    async fn status(&self, _req: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        Ok(Response::new(self.server.status()))
+    }
+
+    async fn defragment(
+        &self,
+        _req: Request<DefragmentRequest>,
+    ) -> Result<Response<DefragmentResponse>, Status> {
+        self.server.defragment().await?;
+        Ok(Response::new(DefragmentResponse {
+            header: Some(self.server.header(0)),
+        }))
+    }
+
+    async fn hash(&self, _req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        Ok(Response::new(self.server.hash().await?))
+    }
+
+    async fn hash_kv(&self, req: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+        Ok(Response::new(self.server.hash_kv(req.into_inner().revision).await?))
+    }
+
+    type SnapshotStream = SnapshotStream;
+
+    async fn snapshot(
+        &self,
+        _req: Request<SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        let rx = self.server.snapshot().await?;
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn move_leader(
+        &self,
+        req: Request<MoveLeaderRequest>,
+    ) -> Result<Response<MoveLeaderResponse>, Status> {
+        let target = req.into_inner().target_id;
+        if target == self.server.options.member_id && self.server.is_leader() {
+            return Ok(Response::new(MoveLeaderResponse {
+                header: Some(self.server.header(0)),
+            }));
+        }
+        Err(Error::Unsupported("moving leadership to another member").into())
+    }
+
+    async fn downgrade(
+        &self,
+        _req: Request<DowngradeRequest>,
+    ) -> Result<Response<DowngradeResponse>, Status> {
+        Err(Error::Unsupported("downgrade").into())
+    }
+}

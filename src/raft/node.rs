@@ -1,0 +1,403 @@
+//! [`RaftNode`]: one member's raft, as the server sees it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mnemo_storage::wal::{IoPath, WalOptions, WalStats};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::storage::{RaftLogStorage, RaftStateMachine};
+use openraft::{Config, ServerState, SnapshotPolicy};
+
+use prost::Message;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::command::{Command, CommandResponse};
+use crate::error::{Error, Result};
+use crate::mvcc::Store;
+
+use super::log_store::{LogStore, Progress, WalHandle};
+use super::network::PeerNetwork;
+use super::state_machine::{ApplyStore, DurabilityPolicy, OnApplied, StateMachine};
+use super::{Member, Proposal, Raft};
+
+/// At most this many commands go into one proposal entry…
+const MAX_PROPOSAL_COMMANDS: usize = 1024;
+/// …and at most about this many bytes (etcd's request limit is 1.5 MiB; the WAL's record
+/// limit is a segment).
+const MAX_PROPOSAL_BYTES: usize = 4 << 20;
+/// Proposal entries submitted to raft and not yet answered. While they are in flight the
+/// next group gathers, so under load each entry (one fsync) carries many commands.
+const PROPOSALS_IN_FLIGHT: usize = 2;
+
+/// A command waiting for its proposal entry.
+#[derive(Debug)]
+struct Pending {
+    cmd: Command,
+    tx: oneshot::Sender<Result<CommandResponse>>,
+}
+
+/// How to start a member's raft. [`RaftOptions::new`] fills in etcd's defaults.
+#[derive(Debug, Clone)]
+pub struct RaftOptions {
+    /// This member's id (etcd's member id).
+    pub node_id: u64,
+    pub member: Member,
+    /// `<data dir>/member`: holds `wal/`, `snap/` and the raft state files.
+    pub member_dir: PathBuf,
+    /// etcd's `--heartbeat-interval` (100 ms).
+    pub heartbeat_ms: u64,
+    /// etcd's `--election-timeout` (1000 ms).
+    pub election_timeout_ms: u64,
+    /// etcd's `--snapshot-count`: entries applied between snapshots (100 000).
+    pub snapshot_count: u64,
+    /// The members of a new cluster (`--initial-cluster`), this one included.
+    pub initial_members: BTreeMap<u64, Member>,
+    /// `--initial-cluster-state new`: a member with an empty log starts the cluster.
+    pub new_cluster: bool,
+    pub wal: WalOptions,
+    pub durability: DurabilityPolicy,
+}
+
+impl RaftOptions {
+    /// A single-member new cluster with etcd's defaults.
+    pub fn new(node_id: u64, member: Member, member_dir: PathBuf) -> RaftOptions {
+        RaftOptions {
+            node_id,
+            initial_members: BTreeMap::from([(node_id, member.clone())]),
+            member,
+            member_dir,
+            heartbeat_ms: 100,
+            election_timeout_ms: 1000,
+            snapshot_count: 100_000,
+            new_cluster: true,
+            wal: WalOptions::default(),
+            durability: DurabilityPolicy::default(),
+        }
+    }
+
+    /// openraft's configuration for these options. etcd picks each election timeout at
+    /// random in `[election, 2 × election)`; openraft does the same in `[min, max)`.
+    pub fn raft_config(&self) -> Result<Config> {
+        let config = Config {
+            cluster_name: "mnemo".into(),
+            heartbeat_interval: self.heartbeat_ms,
+            election_timeout_min: self.election_timeout_ms,
+            election_timeout_max: self.election_timeout_ms * 2,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_count.max(1)),
+            // etcd keeps 5000 entries after a snapshot for slow followers to catch up from.
+            max_in_snapshot_log_to_keep: 5000,
+            ..Config::default()
+        };
+        config
+            .validate()
+            .map_err(|e| Error::InvalidArgument(format!("raft configuration: {e}")))
+    }
+
+    /// How long a proposal may wait for its commit (etcd: 5 s + 2 × election timeout).
+    fn request_timeout(&self) -> Duration {
+        Duration::from_millis(5000 + 2 * self.election_timeout_ms)
+    }
+}
+
+/// A member of the cluster as [`RaftNode::status`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberStatus {
+    pub id: u64,
+    pub member: Member,
+    pub is_learner: bool,
+}
+
+/// A snapshot of this member's raft state.
+#[derive(Debug, Clone)]
+pub struct RaftStatus {
+    pub id: u64,
+    pub leader: Option<u64>,
+    pub state: ServerState,
+    pub term: u64,
+    pub last_log_index: Option<u64>,
+    /// The last committed index this member knows of.
+    pub commit_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    pub is_learner: bool,
+    pub members: Vec<MemberStatus>,
+}
+
+/// One member's raft: owns openraft's handle; the store is shared with the server.
+pub struct RaftNode<S: ApplyStore = Store> {
+    raft: Raft,
+    node_id: u64,
+    store: Arc<S>,
+    progress: Arc<Progress>,
+    /// Dropped at shutdown: a restart in the same process must be able to open the WAL.
+    wal_handle: parking_lot::Mutex<Option<WalHandle>>,
+    proposals: mpsc::UnboundedSender<Pending>,
+    io_path: IoPath,
+    request_timeout: Duration,
+}
+
+impl<S: ApplyStore> std::fmt::Debug for RaftNode<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftNode")
+            .field("node_id", &self.node_id)
+            .field("io_path", &self.io_path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Gathers queued proposals into [`Proposal`] entries, at most [`PROPOSALS_IN_FLIGHT`]
+/// unanswered at a time, and hands each command its own response.
+async fn group_proposals(raft: Raft, mut rx: mpsc::UnboundedReceiver<Pending>) {
+    let window = Arc::new(Semaphore::new(PROPOSALS_IN_FLIGHT));
+    while let Some(first) = rx.recv().await {
+        let Ok(permit) = window.clone().acquire_owned().await else {
+            break;
+        };
+        let mut bytes = first.cmd.encoded_len();
+        let mut group = vec![first];
+        while group.len() < MAX_PROPOSAL_COMMANDS && bytes < MAX_PROPOSAL_BYTES {
+            match rx.try_recv() {
+                Ok(p) => {
+                    bytes += p.cmd.encoded_len();
+                    group.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        let (commands, waiters): (Vec<Command>, Vec<_>) =
+            group.into_iter().map(|p| (p.cmd, p.tx)).unzip();
+        let n = commands.len();
+        match raft.client_write_ff(Proposal { commands }).await {
+            Err(e) => {
+                let err = fatal_to_error(e);
+                for w in waiters {
+                    let _ = w.send(Err(err.clone()));
+                }
+            }
+            Ok(resp) => {
+                tokio::spawn(async move {
+                    let result = match resp.await {
+                        Err(_) => Err(Error::Stopped),
+                        Ok(Err(ClientWriteError::ForwardToLeader(f))) => {
+                            Err(if f.leader_id.is_some() {
+                                Error::NotLeader
+                            } else {
+                                Error::NoLeader
+                            })
+                        }
+                        Ok(Err(ClientWriteError::ChangeMembershipError(e))) => {
+                            Err(Error::Internal(e.to_string()))
+                        }
+                        Ok(Ok(r)) if r.data.len() == n => Ok(r.data),
+                        Ok(Ok(r)) => Err(Error::Internal(format!(
+                            "a proposal of {n} commands was answered with {} responses",
+                            r.data.len()
+                        ))),
+                    };
+                    drop(permit);
+                    match result {
+                        Ok(responses) => {
+                            for (w, r) in waiters.into_iter().zip(responses) {
+                                let _ = w.send(Ok(r));
+                            }
+                        }
+                        Err(e) => {
+                            for w in waiters {
+                                let _ = w.send(Err(e.clone()));
+                            }
+                        }
+                    }
+                });
+            }
+        }
+    }
+}
+
+fn fatal_to_error<E: std::fmt::Display>(e: E) -> Error {
+    tracing::warn!(error = %e, "raft stopped");
+    Error::Stopped
+}
+
+impl<S: ApplyStore> RaftNode<S> {
+    /// Opens the log and state machine in `opts.member_dir` and starts raft. A fresh
+    /// directory with `new_cluster` initializes the cluster with `initial_members`; an
+    /// existing one restarts from its log (entries after the store's applied index are
+    /// applied again).
+    pub async fn start(opts: RaftOptions, store: Arc<S>, on_applied: OnApplied) -> Result<Self> {
+        let config = Arc::new(opts.raft_config()?);
+        let progress = Arc::new(Progress::default());
+        let internal =
+            |what: &str, e: &dyn std::fmt::Display| Error::Internal(format!("{what}: {e}"));
+        let mut log = {
+            let dir = opts.member_dir.clone();
+            let wal = opts.wal.clone();
+            let p = progress.clone();
+            tokio::task::spawn_blocking(move || LogStore::open(&dir, wal, p))
+                .await
+                .map_err(|e| internal("opening the raft log", &e))?
+                .map_err(|e| internal("opening the raft log", &e))?
+        };
+        let mut sm = {
+            let dir = opts.member_dir.clone();
+            let p = progress.clone();
+            let store = store.clone();
+            let policy = opts.durability;
+            tokio::task::spawn_blocking(move || {
+                StateMachine::open(store, &dir, p, policy, on_applied)
+            })
+            .await
+            .map_err(|e| internal("opening the state machine", &e))??
+        };
+        let log_state = log
+            .get_log_state()
+            .await
+            .map_err(|e| internal("reading the raft log", &e))?;
+        let vote = log
+            .read_vote()
+            .await
+            .map_err(|e| internal("reading the raft vote", &e))?;
+        let (applied, _) = sm
+            .applied_state()
+            .await
+            .map_err(|e| internal("reading the state machine", &e))?;
+        let fresh = log_state.last_log_id.is_none() && vote.is_none() && applied.is_none();
+        let io_path = log.wal().io_path();
+        let wal_handle = log.wal_handle();
+        let raft = Raft::new(opts.node_id, config, PeerNetwork::default(), log, sm)
+            .await
+            .map_err(|e| internal("starting raft", &e))?;
+        if fresh && opts.new_cluster {
+            tracing::info!(members = ?opts.initial_members.keys().collect::<Vec<_>>(), "initializing a new cluster");
+            raft.initialize(opts.initial_members.clone())
+                .await
+                .map_err(|e| internal("initializing the cluster", &e))?;
+        }
+        let (proposals, rx) = mpsc::unbounded_channel();
+        tokio::spawn(group_proposals(raft.clone(), rx));
+        Ok(RaftNode {
+            proposals,
+            raft,
+            node_id: opts.node_id,
+            store,
+            progress,
+            wal_handle: parking_lot::Mutex::new(Some(wal_handle)),
+            io_path,
+            request_timeout: opts.request_timeout(),
+        })
+    }
+
+    /// This member's id.
+    pub fn id(&self) -> u64 {
+        self.node_id
+    }
+
+    /// openraft's handle (membership changes, metrics).
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// The store this node applies to.
+    pub fn store(&self) -> &Arc<S> {
+        &self.store
+    }
+
+    /// How the WAL reaches the disk.
+    pub fn io_path(&self) -> IoPath {
+        self.io_path
+    }
+
+    /// WAL counters (fsyncs, batches, records), while the node runs.
+    pub fn wal_stats(&self) -> Option<WalStats> {
+        self.wal_handle.lock().as_ref().map(|h| h.wal().stats())
+    }
+
+    /// Proposes `cmd` and returns its result once applied here. Concurrent proposals are
+    /// grouped into one raft entry (see [`Proposal`]).
+    pub async fn propose(&self, cmd: Command) -> Result<CommandResponse> {
+        let (tx, rx) = oneshot::channel();
+        self.proposals
+            .send(Pending { cmd, tx })
+            .map_err(|_| Error::Stopped)?;
+        match tokio::time::timeout(self.request_timeout, rx).await {
+            Err(_) => Err(Error::Timeout),
+            Ok(Err(_)) => Err(Error::Stopped),
+            Ok(Ok(r)) => r,
+        }
+    }
+
+    /// Confirms leadership with a quorum and waits until the read index is applied here;
+    /// returns the read index. A read of the store after this is linearizable.
+    pub async fn read_index(&self) -> Result<u64> {
+        let read = self.raft.ensure_linearizable();
+        match tokio::time::timeout(self.request_timeout, read).await {
+            Err(_) => Err(Error::Timeout),
+            Ok(Ok(id)) => Ok(id.map_or(0, |id| id.index)),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+                Err(if f.leader_id.is_some() {
+                    Error::NotLeader
+                } else {
+                    Error::NoLeader
+                })
+            }
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))) => {
+                Err(Error::Timeout)
+            }
+            Ok(Err(RaftError::Fatal(e))) => Err(fatal_to_error(e)),
+        }
+    }
+
+    /// Waits until some member is leader; returns its id.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<u64> {
+        let m = self
+            .raft
+            .wait(Some(timeout))
+            .metrics(|m| m.current_leader.is_some(), "a leader")
+            .await
+            .map_err(|_| Error::NoLeader)?;
+        m.current_leader.ok_or(Error::NoLeader)
+    }
+
+    /// This member's raft state.
+    pub fn status(&self) -> RaftStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let learners: std::collections::BTreeSet<u64> = membership.learner_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(id, member)| MemberStatus {
+                id: *id,
+                member: member.clone(),
+                is_learner: learners.contains(id),
+            })
+            .collect();
+        RaftStatus {
+            id: m.id,
+            leader: m.current_leader,
+            state: m.state,
+            term: m.current_term,
+            last_log_index: m.last_log_index,
+            commit_index: self.progress.committed(),
+            applied_index: m.last_applied.map(|a| a.index),
+            is_learner: learners.contains(&m.id),
+            members,
+        }
+    }
+
+    /// Stops raft, then makes every applied batch durable. Drop the node before opening
+    /// its directory again.
+    pub async fn shutdown(&self) -> Result<()> {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+        self.wal_handle.lock().take();
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.sync())
+            .await
+            .map_err(|e| Error::Internal(format!("final store sync: {e}")))??;
+        if let Some(a) = self.progress.applied() {
+            self.progress.set_durable_applied(a);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,269 @@
+//! Starting and stopping a member: open the store, start raft, the watch hub, the lease
+//! clock and auto-compaction, serve gRPC until asked to stop, then shut down cleanly.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use mnemo_proto::etcdserverpb::LeaseRevokeRequest;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use super::{EtcdServer, ServerOptions};
+use crate::config::{ClusterState, Config};
+use crate::error::{Error, Result};
+use crate::lease::{min_ttl, Lessor, LessorConfig};
+use crate::mvcc::watch::WatchHub;
+use crate::mvcc::{Applied, History, Store};
+use crate::raft::{Member, RaftNode, RaftOptions};
+
+/// Holds the data directory's lock for as long as the member runs: a second member (or
+/// an offline tool) on the same directory is refused.
+#[derive(Debug)]
+pub struct DirLock {
+    _file: std::fs::File,
+}
+
+impl DirLock {
+    pub fn acquire(member_dir: &Path) -> Result<DirLock> {
+        let path = member_dir.join("lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::Internal(format!("opening {}: {e}", path.display())))?;
+        match file.try_lock() {
+            Ok(()) => Ok(DirLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(Error::Internal(format!(
+                "data dir {} is in use by another process",
+                member_dir.display()
+            ))),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(Error::Internal(format!("locking {}: {e}", path.display())))
+            }
+        }
+    }
+}
+
+/// Runs the member `config` describes until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> Result<()> {
+    let signal = shutdown_signal()?;
+    let local = config.local_member();
+    let member = Member {
+        name: config.name.clone(),
+        peer_urls: local.peer_urls.iter().map(|u| u.to_string()).collect(),
+        client_urls: config.advertise_client_urls.iter().map(|u| u.to_string()).collect(),
+    };
+    let initial_members: BTreeMap<u64, Member> = config
+        .initial_cluster
+        .iter()
+        .map(|m| {
+            let client_urls = if m.id == local.id {
+                member.client_urls.clone()
+            } else {
+                vec![]
+            };
+            let peer_urls = m.peer_urls.iter().map(|u| u.to_string()).collect();
+            (m.id, Member { name: m.name.clone(), peer_urls, client_urls })
+        })
+        .collect();
+    let options = ServerOptions {
+        member_id: config.member_id(),
+        cluster_id: config.cluster_id(),
+        member,
+        member_dir: config.data_dir.join("member"),
+        max_request_bytes: config.max_request_bytes,
+        max_txn_ops: config.max_txn_ops,
+        quota_backend_bytes: config.quota_backend_bytes.unwrap_or(DEFAULT_QUOTA_BYTES),
+        heartbeat_ms: config.heartbeat_interval.as_millis() as u64,
+        election_timeout_ms: config.election_timeout.as_millis() as u64,
+        snapshot_count: config.snapshot_count,
+        initial_members,
+        new_cluster: config.initial_cluster_state == ClusterState::New,
+        auto_compaction: config.auto_compaction,
+        watch_progress_notify_interval: config.watch_progress_notify_interval,
+    };
+    serve(options, config.client_bind_addrs(), signal).await
+}
+
+/// How long a graceful shutdown waits for client connections to finish.
+const SHUTDOWN_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// etcd's default space quota: 2 GiB.
+pub const DEFAULT_QUOTA_BYTES: u64 = 2 << 30;
+
+/// Installs SIGTERM and SIGINT handlers now; the future completes at the first signal.
+pub fn shutdown_signal() -> Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let install = |kind| signal(kind).map_err(|e| Error::Internal(format!("signal handler: {e}")));
+    let mut term = install(SignalKind::terminate())?;
+    let mut int = install(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
+}
+
+/// Runs one member until `shutdown` resolves.
+pub async fn serve(
+    options: ServerOptions,
+    client_addrs: Vec<SocketAddr>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let member_dir = options.member_dir.clone();
+    std::fs::create_dir_all(&member_dir)
+        .map_err(|e| Error::Internal(format!("creating {}: {e}", member_dir.display())))?;
+    let _lock = DirLock::acquire(&member_dir)?;
+
+    // Bind first: a port already in use fails before anything is written.
+    let mut listeners = Vec::new();
+    for addr in &client_addrs {
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::Internal(format!("listening on {addr}: {e}")))?;
+        listeners.push(l);
+    }
+
+    let db_path = member_dir.join("db");
+    let store = Arc::new(tokio::task::block_in_place(|| Store::open(&db_path))?);
+    let hub = Arc::new(WatchHub::new(store.clone() as Arc<dyn History>));
+    let lessor = Arc::new(Lessor::new(LessorConfig {
+        min_ttl: min_ttl(options.heartbeat_ms, options.election_timeout_ms),
+        ..LessorConfig::default()
+    }));
+    let on_applied = {
+        let hub = hub.clone();
+        let lessor = lessor.clone();
+        let on_applied: crate::raft::OnApplied = Arc::new(move |applied: Applied| {
+            lessor.apply(&applied);
+            hub.notify(&applied);
+        });
+        on_applied
+    };
+    let mut raft_options =
+        RaftOptions::new(options.member_id, options.member.clone(), member_dir.clone());
+    raft_options.heartbeat_ms = options.heartbeat_ms;
+    raft_options.election_timeout_ms = options.election_timeout_ms;
+    raft_options.snapshot_count = options.snapshot_count;
+    raft_options.initial_members = options.initial_members.clone();
+    raft_options.new_cluster = options.new_cluster;
+    let raft = RaftNode::start(raft_options, store.clone(), on_applied).await?;
+    let io_path = raft.io_path();
+    // Like etcd, serve clients once the cluster has a leader (a lone member elects itself
+    // within one election timeout); give up waiting after a while and serve anyway, with
+    // requests failing "no leader" until one appears.
+    let patience = std::time::Duration::from_millis(options.election_timeout_ms * 10);
+    if let Err(e) = raft.wait_for_leader(patience).await {
+        tracing::warn!(error = %e, "no leader yet; serving clients anyway");
+    }
+    let server = Arc::new(EtcdServer::new(options, store, raft, hub, lessor));
+
+    tokio::spawn(lease_expiry(Arc::downgrade(&server)));
+    tokio::spawn(leadership(Arc::downgrade(&server)));
+    if let Some(mode) = server.options.auto_compaction {
+        tokio::spawn(super::compactor::run(Arc::downgrade(&server), mode));
+    }
+
+    tracing::info!(
+        name = %server.options.member.name,
+        member_id = format_args!("{:x}", server.options.member_id),
+        client_urls = ?client_addrs,
+        data_dir = %member_dir.display(),
+        wal_io = ?io_path,
+        "ready to serve client requests"
+    );
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    for listener in listeners {
+        let router = crate::grpc::router(server.clone());
+        let mut stop = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let incoming = TcpListenerStream::new(listener);
+            router
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+        }));
+    }
+    shutdown.await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    // Connections get a moment to finish their requests; streams (watches, keep-alives)
+    // and idle clients that do not hang up are then cut.
+    let drain = async {
+        for t in &mut tasks {
+            match t.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "gRPC server ended with an error"),
+                Err(e) => tracing::warn!(error = %e, "gRPC server task failed"),
+            }
+        }
+    };
+    if tokio::time::timeout(SHUTDOWN_DRAIN, drain).await.is_err() {
+        tracing::info!("closing client connections still open");
+        for t in &tasks {
+            t.abort();
+        }
+    }
+    server.raft.shutdown().await?;
+    let store = server.store.clone();
+    tokio::task::block_in_place(|| store.sync())?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Proposes a revoke for every lease the leader's clock finds expired.
+async fn lease_expiry(server: std::sync::Weak<EtcdServer>) {
+    loop {
+        let Some(lessor) = server.upgrade().map(|s| s.lessor.clone()) else {
+            return;
+        };
+        let expired = lessor.next_expired().await;
+        let Some(server) = server.upgrade() else {
+            return;
+        };
+        // The lessor hands an expired lease out again only after a retry interval, so
+        // revokes in flight are not proposed twice.
+        for id in expired {
+            let server = server.clone();
+            tokio::spawn(async move {
+                match server.lease_revoke(LeaseRevokeRequest { id }).await {
+                    Ok(_) | Err(Error::LeaseNotFound) => {}
+                    Err(e) => tracing::warn!(lease = id, error = %e, "revoking an expired lease failed"),
+                }
+            });
+        }
+    }
+}
+
+/// Starts the lease clock when this member becomes leader, stops it when it stops being.
+async fn leadership(server: std::sync::Weak<EtcdServer>) {
+    let Some(mut changes) = server.upgrade().map(|s| s.raft.raft().metrics()) else {
+        return;
+    };
+    let mut was_leader = false;
+    loop {
+        let Some(s) = server.upgrade() else {
+            return;
+        };
+        let is_leader = s.is_leader();
+        if is_leader && !was_leader {
+            let extend = std::time::Duration::from_millis(s.options.election_timeout_ms);
+            s.lessor.promote(s.store.leases(), extend);
+        } else if !is_leader && was_leader {
+            s.lessor.demote();
+        }
+        was_leader = is_leader;
+        drop(s);
+        if changes.changed().await.is_err() {
+            return;
+        }
+    }
+}

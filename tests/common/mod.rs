@@ -1,0 +1,455 @@
+//! The harness for integration tests that run the real `mnemo` binary.
+//!
+//! ```ignore
+//! mod common;
+//! let mut m = common::MnemoProcess::start(&[]);       // free ports, temp data dir, ready
+//! let mut kv = m.kv().await;                             // tonic client on the client URL
+//! m.kill();                                              // SIGKILL
+//! m.restart();                                           // same data dir and ports
+//! assert!(m.terminate().success());                      // SIGTERM, exit code 0
+//! ```
+//!
+//! Each process gets its own ports on 127.0.0.1 and data directory (a `TempDir` removed
+//! on drop); environment variables `MNEMO_*` and `ETCD_*` of the test process are not
+//! passed on. Its stderr is captured (`stderr()`), and copied to the test's stderr when
+//! `MNEMO_TEST_ECHO=1`. A process still running when dropped is killed.
+//! `MNEMO_TEST_SERVER_BIN` replaces the binary (see [`mnemo_bin`]).
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mnemo_proto::etcdserverpb::auth_client::AuthClient;
+use mnemo_proto::etcdserverpb::cluster_client::ClusterClient;
+use mnemo_proto::etcdserverpb::kv_client::KvClient;
+use mnemo_proto::etcdserverpb::lease_client::LeaseClient;
+use mnemo_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use mnemo_proto::etcdserverpb::watch_client::WatchClient;
+use mnemo_proto::etcdserverpb::StatusRequest;
+use mnemo_proto::v3electionpb::election_client::ElectionClient;
+use mnemo_proto::v3lockpb::lock_client::LockClient;
+use tempfile::TempDir;
+use tonic::transport::{Channel, Endpoint};
+
+/// How long `start`/`restart` wait for the client port to answer Maintenance.Status.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `terminate` waits for the process to exit after SIGTERM.
+pub const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The path of the binary under test: this package's `mnemo`, or the binary named by
+/// `MNEMO_TEST_SERVER_BIN` (tests that stick to etcd's flags and API can run against
+/// etcd itself: `MNEMO_TEST_SERVER_BIN=$(command -v etcd) cargo test …`).
+pub fn mnemo_bin() -> String {
+    std::env::var("MNEMO_TEST_SERVER_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_mnemo").to_string())
+}
+
+/// A `Command` for the binary with the test process's `MNEMO_*`/`ETCD_*` variables
+/// removed, for tests that check flag handling without the harness's defaults.
+pub fn mnemo_command() -> Command {
+    let mut cmd = Command::new(mnemo_bin());
+    for (key, _) in std::env::vars_os() {
+        let key_text = key.to_string_lossy();
+        if key_text.starts_with("MNEMO_") || key_text.starts_with("ETCD_") {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd.env_remove("RUST_LOG");
+    cmd
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; another process may take it later).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port on 127.0.0.1")
+}
+
+/// The ports and URLs of one member.
+#[derive(Debug, Clone)]
+pub struct MemberAddrs {
+    pub name: String,
+    pub client_port: u16,
+    pub peer_port: u16,
+}
+
+impl MemberAddrs {
+    pub fn new(name: &str) -> MemberAddrs {
+        MemberAddrs {
+            name: name.to_string(),
+            client_port: free_port(),
+            peer_port: free_port(),
+        }
+    }
+
+    pub fn client_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.peer_port)
+    }
+}
+
+/// One running (or stopped) `mnemo` process.
+#[derive(Debug)]
+pub struct MnemoProcess {
+    pub addrs: MemberAddrs,
+    /// `--initial-cluster`, `name=peer-url,…`.
+    initial_cluster: String,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    dir: TempDir,
+    child: Option<Child>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl MnemoProcess {
+    /// Starts a single member with `args` after the harness's own flags (a later flag
+    /// wins, so `args` may override any of them) and waits until it serves.
+    pub fn start(args: &[&str]) -> MnemoProcess {
+        let mut m = MnemoProcess::spawn(args, &[]);
+        m.wait_ready();
+        m
+    }
+
+    /// Starts a single member without waiting, with extra environment variables.
+    pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> MnemoProcess {
+        let addrs = MemberAddrs::new("default");
+        let initial_cluster = format!("{}={}", addrs.name, addrs.peer_url());
+        MnemoProcess::spawn_member(addrs, initial_cluster, args, env)
+    }
+
+    /// Starts one member of a cluster described by `initial_cluster`, without waiting.
+    pub fn spawn_member(
+        addrs: MemberAddrs,
+        initial_cluster: String,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> MnemoProcess {
+        let dir = tempfile::Builder::new()
+            .prefix("mnemo-test-")
+            .tempdir()
+            .expect("cannot create a temporary directory");
+        let mut m = MnemoProcess {
+            addrs,
+            initial_cluster,
+            args: args.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            dir,
+            child: None,
+            stderr: Arc::new(Mutex::new(String::new())),
+        };
+        m.spawn_child();
+        m
+    }
+
+    /// The data directory (inside a temporary directory; not created by the harness).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The temporary directory holding the data directory, for other files of a test.
+    pub fn scratch_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn client_url(&self) -> String {
+        self.addrs.client_url()
+    }
+
+    pub fn client_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.addrs.client_port))
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Everything the process (and its earlier runs) wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// The flags the harness passes, followed by the test's.
+    pub fn command_line(&self) -> Vec<String> {
+        let a = &self.addrs;
+        let mut line = vec![
+            format!("--name={}", a.name),
+            format!("--data-dir={}", self.data_dir().display()),
+            format!("--listen-client-urls={}", a.client_url()),
+            format!("--advertise-client-urls={}", a.client_url()),
+            format!("--listen-peer-urls={}", a.peer_url()),
+            format!("--initial-advertise-peer-urls={}", a.peer_url()),
+            format!("--initial-cluster={}", self.initial_cluster),
+            "--log-level=info".to_string(),
+        ];
+        line.extend(self.args.iter().cloned());
+        line
+    }
+
+    fn spawn_child(&mut self) {
+        assert!(self.child.is_none(), "mnemo is already running");
+        let mut cmd = mnemo_command();
+        cmd.args(self.command_line())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("cannot start the mnemo binary");
+        let pipe = child.stderr.take().expect("stderr is piped");
+        let sink = Arc::clone(&self.stderr);
+        let echo = std::env::var("MNEMO_TEST_ECHO").is_ok_and(|v| v == "1");
+        let tag = format!("[{} pid {}] ", self.addrs.name, child.id());
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                if echo {
+                    eprintln!("{tag}{line}");
+                }
+                let mut sink = sink.lock().unwrap();
+                sink.push_str(&line);
+                sink.push('\n');
+            }
+        });
+        self.child = Some(child);
+    }
+
+    /// The exit status if the process has exited (and reaps it).
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        match child.try_wait().expect("cannot poll the mnemo process") {
+            Some(status) => {
+                self.child = None;
+                Some(status)
+            }
+            None => None,
+        }
+    }
+
+    fn fail(&self, what: &str) -> ! {
+        panic!(
+            "{what}\n--- mnemo command line: {:?}\n--- mnemo stderr:\n{}",
+            self.command_line(),
+            self.stderr()
+        );
+    }
+
+    /// Waits until the client port answers Maintenance.Status; panics with the captured
+    /// stderr if the process exits or `READY_TIMEOUT` passes first.
+    pub fn wait_ready(&mut self) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let addr = self.client_addr();
+        let url = self.client_url();
+        loop {
+            if let Some(status) = self.try_wait() {
+                self.fail(&format!("mnemo exited before serving: {status}"));
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+                && status_answers(&url)
+            {
+                return;
+            }
+            if Instant::now() > deadline {
+                self.fail(&format!(
+                    "mnemo did not serve {url} within {READY_TIMEOUT:?}"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until stderr contains `needle`; panics on exit or timeout.
+    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.stderr().contains(needle) {
+            if let Some(status) = self.try_wait() {
+                // The reader thread may still be draining the pipe.
+                std::thread::sleep(Duration::from_millis(100));
+                if self.stderr().contains(needle) {
+                    return;
+                }
+                self.fail(&format!(
+                    "mnemo exited ({status}) before logging {needle:?}"
+                ));
+            }
+            if Instant::now() > deadline {
+                self.fail(&format!("mnemo did not log {needle:?} within {timeout:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL, then reap. Does nothing if the process is not running.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for the exit; panics (after SIGKILL) if it takes longer than
+    /// `EXIT_TIMEOUT`.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let pid = self.pid().expect("mnemo is not running");
+        let sent = Command::new("kill")
+            .args(["-s", "TERM", &pid.to_string()])
+            .status()
+            .expect("cannot run kill(1)");
+        assert!(sent.success(), "kill -s TERM {pid} failed");
+        let deadline = Instant::now() + EXIT_TIMEOUT;
+        loop {
+            if let Some(status) = self.try_wait() {
+                // Let the reader thread take the last lines.
+                std::thread::sleep(Duration::from_millis(50));
+                return status;
+            }
+            if Instant::now() > deadline {
+                self.kill();
+                self.fail(&format!(
+                    "mnemo did not exit within {EXIT_TIMEOUT:?} of SIGTERM"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the process again on the same data directory, ports and flags (terminating
+    /// it first if it runs), and waits until it serves.
+    pub fn restart(&mut self) {
+        if self.child.is_some() {
+            self.terminate();
+        }
+        self.stderr.lock().unwrap().push_str("--- restart ---\n");
+        self.spawn_child();
+        self.wait_ready();
+    }
+
+    /// A channel to the client URL.
+    pub async fn channel(&self) -> Channel {
+        Endpoint::from_shared(self.client_url())
+            .expect("the client URL is valid")
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .unwrap_or_else(|e| self.fail(&format!("cannot connect to {}: {e}", self.client_url())))
+    }
+
+    pub async fn kv(&self) -> KvClient<Channel> {
+        KvClient::new(self.channel().await)
+    }
+
+    pub async fn watch(&self) -> WatchClient<Channel> {
+        WatchClient::new(self.channel().await)
+    }
+
+    pub async fn lease(&self) -> LeaseClient<Channel> {
+        LeaseClient::new(self.channel().await)
+    }
+
+    pub async fn maintenance(&self) -> MaintenanceClient<Channel> {
+        MaintenanceClient::new(self.channel().await)
+    }
+
+    pub async fn cluster(&self) -> ClusterClient<Channel> {
+        ClusterClient::new(self.channel().await)
+    }
+
+    pub async fn auth(&self) -> AuthClient<Channel> {
+        AuthClient::new(self.channel().await)
+    }
+
+    pub async fn lock(&self) -> LockClient<Channel> {
+        LockClient::new(self.channel().await)
+    }
+
+    pub async fn election(&self) -> ElectionClient<Channel> {
+        ElectionClient::new(self.channel().await)
+    }
+}
+
+impl Drop for MnemoProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Whether Maintenance.Status at `url` answers. Runs on a thread of its own with its own
+/// runtime, so that it works from synchronous tests and from inside `#[tokio::test]`.
+fn status_answers(url: &str) -> bool {
+    let url = url.to_string();
+    std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return false;
+        };
+        runtime.block_on(async move {
+            let Ok(endpoint) = Endpoint::from_shared(url) else {
+                return false;
+            };
+            let endpoint = endpoint
+                .connect_timeout(Duration::from_secs(1))
+                .timeout(Duration::from_secs(2));
+            let Ok(channel) = endpoint.connect().await else {
+                return false;
+            };
+            MaintenanceClient::new(channel)
+                .status(StatusRequest {})
+                .await
+                .is_ok()
+        })
+    })
+    .join()
+    .unwrap_or(false)
+}
+
+/// A cluster of `mnemo` processes on 127.0.0.1, bootstrapped together.
+#[derive(Debug)]
+pub struct MnemoCluster {
+    pub members: Vec<MnemoProcess>,
+}
+
+impl MnemoCluster {
+    /// Starts `n` members named `m1`…`mN` with `args` each, and waits until all serve.
+    pub fn start(n: usize, args: &[&str]) -> MnemoCluster {
+        let addrs: Vec<MemberAddrs> = (1..=n)
+            .map(|i| MemberAddrs::new(&format!("m{i}")))
+            .collect();
+        let initial_cluster = addrs
+            .iter()
+            .map(|a| format!("{}={}", a.name, a.peer_url()))
+            .collect::<Vec<_>>()
+            .join(",");
+        let token = format!("--initial-cluster-token=mnemo-test-{}", free_port());
+        let mut member_args: Vec<&str> = vec![token.as_str()];
+        member_args.extend_from_slice(args);
+        let mut members: Vec<MnemoProcess> = addrs
+            .into_iter()
+            .map(|a| MnemoProcess::spawn_member(a, initial_cluster.clone(), &member_args, &[]))
+            .collect();
+        for m in &mut members {
+            m.wait_ready();
+        }
+        MnemoCluster { members }
+    }
+
+    /// The client URLs of all members, comma-separated (etcdctl's `--endpoints`).
+    pub fn endpoints(&self) -> String {
+        self.members
+            .iter()
+            .map(MnemoProcess::client_url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
