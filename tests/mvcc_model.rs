@@ -224,6 +224,8 @@ enum Step {
         limit: u8,
     },
     Events(u8),
+    /// A txn of ranges only, served by `Store::read_txn`.
+    ReadTxn(Cmd),
     Reopen,
 }
 
@@ -267,6 +269,20 @@ fn step() -> impl Strategy<Value = Step> {
             limit
         }),
         1 => (0u8..8).prop_map(Step::Events),
+        2 => (
+            any::<u8>(),
+            0u8..4,
+            0u8..4,
+            prop::collection::vec((any::<u8>(), any::<u8>()), 0..4),
+            prop::collection::vec((any::<u8>(), any::<u8>()), 0..3)
+        )
+            .prop_map(|(key, kind, operand, s, f)| Step::ReadTxn(Cmd::Txn {
+                key,
+                kind,
+                operand,
+                success: s.into_iter().map(|(k, e)| TxnOp::Range(k, e)).collect(),
+                failure: f.into_iter().map(|(k, e)| TxnOp::Range(k, e)).collect(),
+            })),
         1 => Just(Step::Reopen),
     ]
 }
@@ -521,6 +537,16 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                         .collect();
                     prop_assert_eq!(got.unwrap(), want);
                 }
+            }
+            Step::ReadTxn(cmd) => {
+                let Op::Txn(req) = to_command(&m, &cmd).op.unwrap() else {
+                    unreachable!()
+                };
+                let want = match model_apply(&mut m.clone(), &cmd) {
+                    CommandResponse::Txn(t) => t,
+                    other => panic!("{other:?}"),
+                };
+                prop_assert_eq!(store.read_txn(&req).unwrap(), want);
             }
             Step::Reopen => {
                 let hash = store.hash_kv(0).unwrap();

@@ -873,7 +873,7 @@ fn txn_has_put(req: &TxnRequest) -> bool {
 }
 
 /// etcd's `compareKV`: an unknown result kind always holds; a missing operand is zero.
-fn compare_kv(c: &Compare, target: Option<CompareTarget>, kv: &KeyValue) -> bool {
+pub(super) fn compare_kv(c: &Compare, target: Option<CompareTarget>, kv: &KeyValue) -> bool {
     use std::cmp::Ordering;
     let int = |v: i64, want: Option<i64>| v.cmp(&want.unwrap_or(0));
     let ord = match target {

@@ -1234,3 +1234,74 @@ fn the_store_is_shared_and_a_batch_can_move_between_threads() {
     });
     assert!(get(&s2, "t").is_some());
 }
+
+#[test]
+fn read_only_txns_run_beside_an_open_batch() {
+    let (_d, s) = open();
+    put(&s, "a", "1"); // 2
+    put(&s, "b", "1"); // 3
+    let req = TxnRequest {
+        compare: vec![cmp(
+            "a",
+            CompareTarget::Mod,
+            CompareResult::Equal,
+            TargetUnion::ModRevision(2),
+        )],
+        success: vec![
+            op_get("a", "c"),
+            RequestOp {
+                request: Some(Request::RequestTxn(TxnRequest {
+                    success: vec![RequestOp {
+                        request: Some(Request::RequestRange(RangeRequest {
+                            key: "a".into(),
+                            revision: 2,
+                            ..Default::default()
+                        })),
+                    }],
+                    ..Default::default()
+                })),
+            },
+        ],
+        failure: vec![],
+    };
+    // An open batch (even on this thread) neither blocks the read nor shows through.
+    let mut a = s.begin_apply().unwrap();
+    a.apply(&Command::new(Op::Put(preq("a", "2"))));
+    let r = s.read_txn(&req).unwrap();
+    assert!(r.succeeded);
+    assert_eq!(r.header.as_ref().unwrap().revision, 3);
+    match &r.responses[0].response {
+        Some(Response::ResponseRange(g)) => {
+            assert_eq!(keys(&g.kvs), ["a", "b"]);
+            assert_eq!(g.kvs[0].value, b"1");
+        }
+        other => panic!("{other:?}"),
+    }
+    match &r.responses[1].response {
+        Some(Response::ResponseTxn(t)) => match &t.responses[0].response {
+            Some(Response::ResponseRange(g)) => assert_eq!(g.kvs.len(), 1),
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    }
+    a.commit(Durability::Deferred).unwrap();
+    // Now the compare fails (a was modified at 4).
+    assert!(!s.read_txn(&req).unwrap().succeeded);
+    // Writes are refused, and revision checks apply.
+    let w = TxnRequest {
+        failure: vec![op_put("x", "1")],
+        ..Default::default()
+    };
+    assert!(matches!(s.read_txn(&w), Err(Error::InvalidArgument(_))));
+    let future = TxnRequest {
+        success: vec![RequestOp {
+            request: Some(Request::RequestRange(RangeRequest {
+                key: "a".into(),
+                revision: 9,
+                ..Default::default()
+            })),
+        }],
+        ..Default::default()
+    };
+    assert_eq!(s.read_txn(&future).unwrap_err(), Error::FutureRev);
+}
