@@ -13,10 +13,10 @@ mod apply;
 mod history;
 pub mod index;
 mod range;
+mod read_txn;
 pub mod record;
 pub mod revision;
 mod store;
-mod read_txn;
 pub mod watch;
 
 use mnemo_proto::mvccpb::Event;
