@@ -90,11 +90,21 @@ async fn acknowledged_writes_survive_sigkill() {
         let mut revs: Vec<i64> = all.kvs.iter().map(|kv| kv.mod_revision).collect();
         revs.sort();
         for (i, rev) in revs.iter().enumerate() {
-            assert_eq!(*rev, i as i64 + 2, "round {round}: revisions have a gap: {revs:?}");
+            assert_eq!(
+                *rev,
+                i as i64 + 2,
+                "round {round}: revisions have a gap: {revs:?}"
+            );
         }
-        assert_eq!(all.header.unwrap().revision, revs.last().copied().unwrap_or(1));
-        let present: std::collections::HashMap<Vec<u8>, i64> =
-            all.kvs.iter().map(|kv| (kv.key.clone(), kv.mod_revision)).collect();
+        assert_eq!(
+            all.header.unwrap().revision,
+            revs.last().copied().unwrap_or(1)
+        );
+        let present: std::collections::HashMap<Vec<u8>, i64> = all
+            .kvs
+            .iter()
+            .map(|kv| (kv.key.clone(), kv.mod_revision))
+            .collect();
         for &(seq, rev) in acked.lock().unwrap().iter() {
             let key = format!("crash/{seq:08}").into_bytes();
             assert_eq!(
@@ -103,7 +113,13 @@ async fn acknowledged_writes_survive_sigkill() {
                 "round {round}: acknowledged write {seq} at revision {rev} is missing"
             );
         }
-        eprintln!("round {round}: killed after {delay} ms, {} writes acknowledged so far", acked.lock().unwrap().len());
+        eprintln!(
+            "round {round}: killed after {delay} ms, {} writes acknowledged so far",
+            acked.lock().unwrap().len()
+        );
     }
-    assert!(acked.lock().unwrap().len() > ROUNDS, "the writer made too little progress to test anything");
+    assert!(
+        acked.lock().unwrap().len() > ROUNDS,
+        "the writer made too little progress to test anything"
+    );
 }

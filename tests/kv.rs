@@ -12,8 +12,7 @@ use mnemo_proto::etcdserverpb::range_request::{SortOrder, SortTarget};
 use mnemo_proto::etcdserverpb::request_op::Request as Op;
 use mnemo_proto::etcdserverpb::response_op::Response as OpResp;
 use mnemo_proto::etcdserverpb::{
-    CompactionRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp,
-    TxnRequest,
+    CompactionRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
 };
 use tonic::transport::Channel;
 use tonic::Code;
@@ -40,7 +39,10 @@ fn range(key: &str, end: &str) -> RangeRequest {
 }
 
 fn keys(r: &mnemo_proto::etcdserverpb::RangeResponse) -> Vec<String> {
-    r.kvs.iter().map(|kv| String::from_utf8(kv.key.clone()).unwrap()).collect()
+    r.kvs
+        .iter()
+        .map(|kv| String::from_utf8(kv.key.clone()).unwrap())
+        .collect()
 }
 
 #[tokio::test]
@@ -102,7 +104,10 @@ async fn revisions_versions_and_range_options_follow_etcd() {
     req.revision = 99;
     let e = kv.range(req).await.unwrap_err();
     assert_eq!(e.code(), Code::OutOfRange);
-    assert_eq!(e.message(), "etcdserver: mvcc: required revision is a future revision");
+    assert_eq!(
+        e.message(),
+        "etcdserver: mvcc: required revision is a future revision"
+    );
 
     // A serializable read sees the same data.
     let mut req = range("a", "d");
@@ -135,7 +140,10 @@ async fn put_and_delete_options_and_errors() {
         })
         .await
         .unwrap_err();
-    assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "etcdserver: key is not provided"));
+    assert_eq!(
+        (e.code(), e.message()),
+        (Code::InvalidArgument, "etcdserver: key is not provided")
+    );
     let e = kv
         .put(PutRequest {
             key: "missing".into(),
@@ -153,7 +161,10 @@ async fn put_and_delete_options_and_errors() {
         })
         .await
         .unwrap_err();
-    assert_eq!((e.code(), e.message()), (Code::NotFound, "etcdserver: requested lease not found"));
+    assert_eq!(
+        (e.code(), e.message()),
+        (Code::NotFound, "etcdserver: requested lease not found")
+    );
 
     // ignore_value keeps the value and bumps the version.
     let r = kv
@@ -167,7 +178,14 @@ async fn put_and_delete_options_and_errors() {
         .into_inner();
     let rev = r.header.unwrap().revision;
     let got = kv.range(range("k", "")).await.unwrap().into_inner();
-    assert_eq!((got.kvs[0].value.as_slice(), got.kvs[0].version, got.kvs[0].mod_revision), (&b"v2"[..], 3, rev));
+    assert_eq!(
+        (
+            got.kvs[0].value.as_slice(),
+            got.kvs[0].version,
+            got.kvs[0].mod_revision
+        ),
+        (&b"v2"[..], 3, rev)
+    );
 
     put(&mut kv, "k2", "x").await;
     let r = kv
@@ -290,7 +308,10 @@ async fn txns_compare_branch_nest_and_are_checked() {
         })
         .await
         .unwrap_err();
-    assert_eq!(e.message(), "etcdserver: duplicate key given in txn request");
+    assert_eq!(
+        e.message(),
+        "etcdserver: duplicate key given in txn request"
+    );
     let e = kv
         .txn(TxnRequest {
             compare: vec![],
@@ -299,10 +320,20 @@ async fn txns_compare_branch_nest_and_are_checked() {
         })
         .await
         .unwrap_err();
-    assert_eq!(e.message(), "etcdserver: too many operations in txn request");
+    assert_eq!(
+        e.message(),
+        "etcdserver: too many operations in txn request"
+    );
 
     // A read-only txn makes no revision.
-    let before = kv.range(range("x", "")).await.unwrap().into_inner().header.unwrap().revision;
+    let before = kv
+        .range(range("x", ""))
+        .await
+        .unwrap()
+        .into_inner()
+        .header
+        .unwrap()
+        .revision;
     let r = kv
         .txn(TxnRequest {
             compare: vec![],
@@ -331,7 +362,13 @@ async fn compaction_drops_history_with_etcds_errors() {
     let mut req = range("h", "");
     req.revision = 5;
     let e = kv.range(req).await.unwrap_err();
-    assert_eq!((e.code(), e.message()), (Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted"));
+    assert_eq!(
+        (e.code(), e.message()),
+        (
+            Code::OutOfRange,
+            "etcdserver: mvcc: required revision has been compacted"
+        )
+    );
     let mut req = range("h", "");
     req.revision = 6;
     assert_eq!(kv.range(req).await.unwrap().into_inner().kvs[0].value, b"4");
@@ -342,7 +379,10 @@ async fn compaction_drops_history_with_etcds_errors() {
         })
         .await
         .unwrap_err();
-    assert_eq!(e.message(), "etcdserver: mvcc: required revision has been compacted");
+    assert_eq!(
+        e.message(),
+        "etcdserver: mvcc: required revision has been compacted"
+    );
     let e = kv
         .compact(CompactionRequest {
             revision: 100,
@@ -350,7 +390,10 @@ async fn compaction_drops_history_with_etcds_errors() {
         })
         .await
         .unwrap_err();
-    assert_eq!(e.message(), "etcdserver: mvcc: required revision is a future revision");
+    assert_eq!(
+        e.message(),
+        "etcdserver: mvcc: required revision is a future revision"
+    );
 }
 
 #[tokio::test]
@@ -365,7 +408,10 @@ async fn requests_over_the_size_limit_are_refused_and_nothing_is_written() {
         })
         .await
         .unwrap_err();
-    assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "etcdserver: request is too large"));
+    assert_eq!(
+        (e.code(), e.message()),
+        (Code::InvalidArgument, "etcdserver: request is too large")
+    );
     let r = kv.range(range("big", "")).await.unwrap().into_inner();
     assert_eq!(r.count, 0);
     put(&mut kv, "small", "ok").await;

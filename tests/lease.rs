@@ -59,7 +59,10 @@ async fn grant_attach_time_to_live_and_revoke() {
     kv.put(put_with_lease("l1", g.id)).await.unwrap();
     kv.put(put_with_lease("l2", g.id)).await.unwrap();
     let t = lease
-        .lease_time_to_live(LeaseTimeToLiveRequest { id: g.id, keys: true })
+        .lease_time_to_live(LeaseTimeToLiveRequest {
+            id: g.id,
+            keys: true,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -67,7 +70,11 @@ async fn grant_attach_time_to_live_and_revoke() {
     assert!(t.ttl > 50 && t.ttl <= 60, "ttl {}", t.ttl);
     assert_eq!(t.keys, vec![b"l1".to_vec(), b"l2".to_vec()]);
 
-    let list = lease.lease_leases(LeaseLeasesRequest {}).await.unwrap().into_inner();
+    let list = lease
+        .lease_leases(LeaseLeasesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     let mut ids: Vec<i64> = list.leases.iter().map(|l| l.id).collect();
     ids.sort();
     let mut want = vec![g.id, 4242];
@@ -75,19 +82,39 @@ async fn grant_attach_time_to_live_and_revoke() {
     assert_eq!(ids, want);
 
     // Revoke deletes both keys in one revision.
-    let before = kv.range(get("l1")).await.unwrap().into_inner().header.unwrap().revision;
-    let r = lease.lease_revoke(LeaseRevokeRequest { id: g.id }).await.unwrap().into_inner();
+    let before = kv
+        .range(get("l1"))
+        .await
+        .unwrap()
+        .into_inner()
+        .header
+        .unwrap()
+        .revision;
+    let r = lease
+        .lease_revoke(LeaseRevokeRequest { id: g.id })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(r.header.unwrap().revision, before + 1);
     assert_eq!(kv.range(get("l1")).await.unwrap().into_inner().count, 0);
     assert_eq!(kv.range(get("l2")).await.unwrap().into_inner().count, 0);
     let t = lease
-        .lease_time_to_live(LeaseTimeToLiveRequest { id: g.id, keys: false })
+        .lease_time_to_live(LeaseTimeToLiveRequest {
+            id: g.id,
+            keys: false,
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(t.ttl, -1);
-    let e = lease.lease_revoke(LeaseRevokeRequest { id: g.id }).await.unwrap_err();
-    assert_eq!((e.code(), e.message()), (Code::NotFound, "etcdserver: requested lease not found"));
+    let e = lease
+        .lease_revoke(LeaseRevokeRequest { id: g.id })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), e.message()),
+        (Code::NotFound, "etcdserver: requested lease not found")
+    );
 }
 
 #[tokio::test]
@@ -116,7 +143,9 @@ async fn an_expired_lease_takes_its_keys_and_keep_alive_holds_it() {
         .into_inner();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        tx.send(LeaseKeepAliveRequest { id: kept.id }).await.unwrap();
+        tx.send(LeaseKeepAliveRequest { id: kept.id })
+            .await
+            .unwrap();
         let r = responses.message().await.unwrap().unwrap();
         assert_eq!(r.id, kept.id);
         assert!(r.ttl > 0);
@@ -128,7 +157,9 @@ async fn an_expired_lease_takes_its_keys_and_keep_alive_holds_it() {
     }
     assert_eq!(kv.range(get("kept")).await.unwrap().into_inner().count, 1);
     // A keep-alive for a lease that is gone answers TTL 0, as etcd does.
-    tx.send(LeaseKeepAliveRequest { id: short.id }).await.unwrap();
+    tx.send(LeaseKeepAliveRequest { id: short.id })
+        .await
+        .unwrap();
     let r = responses.message().await.unwrap().unwrap();
     assert_eq!(r.ttl, 0);
 }

@@ -36,17 +36,35 @@ async fn status_member_list_and_hash_kv() {
     assert!(s.raft_term >= 1);
     assert!(!s.is_learner);
 
-    let members = m.cluster().await.member_list(MemberListRequest { linearizable: true }).await.unwrap().into_inner();
+    let members = m
+        .cluster()
+        .await
+        .member_list(MemberListRequest { linearizable: true })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(members.members.len(), 1);
     assert_eq!(members.members[0].id, header.member_id);
     assert_eq!(members.members[0].name, "default");
     assert_eq!(members.members[0].client_ur_ls, vec![m.client_url()]);
 
     // The same revision hashes the same; a later write changes the latest hash only.
-    let h1 = maint.hash_kv(HashKvRequest { revision: 10 }).await.unwrap().into_inner();
-    let h2 = maint.hash_kv(HashKvRequest { revision: 10 }).await.unwrap().into_inner();
+    let h1 = maint
+        .hash_kv(HashKvRequest { revision: 10 })
+        .await
+        .unwrap()
+        .into_inner();
+    let h2 = maint
+        .hash_kv(HashKvRequest { revision: 10 })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(h1.hash, h2.hash);
-    let now1 = maint.hash_kv(HashKvRequest { revision: 0 }).await.unwrap().into_inner();
+    let now1 = maint
+        .hash_kv(HashKvRequest { revision: 0 })
+        .await
+        .unwrap()
+        .into_inner();
     kv.put(PutRequest {
         key: b"s0".to_vec(),
         value: b"changed".to_vec(),
@@ -54,9 +72,21 @@ async fn status_member_list_and_hash_kv() {
     })
     .await
     .unwrap();
-    let now2 = maint.hash_kv(HashKvRequest { revision: 0 }).await.unwrap().into_inner();
+    let now2 = maint
+        .hash_kv(HashKvRequest { revision: 0 })
+        .await
+        .unwrap()
+        .into_inner();
     assert_ne!(now1.hash, now2.hash);
-    assert_eq!(maint.hash_kv(HashKvRequest { revision: 10 }).await.unwrap().into_inner().hash, h1.hash);
+    assert_eq!(
+        maint
+            .hash_kv(HashKvRequest { revision: 10 })
+            .await
+            .unwrap()
+            .into_inner()
+            .hash,
+        h1.hash
+    );
 }
 
 #[tokio::test]
@@ -91,7 +121,12 @@ async fn defragment_keeps_data_and_snapshot_streams_the_file_with_its_digest() {
     let before = maint.status(StatusRequest {}).await.unwrap().into_inner();
     maint.defragment(DefragmentRequest {}).await.unwrap();
     let after = maint.status(StatusRequest {}).await.unwrap().into_inner();
-    assert!(after.db_size <= before.db_size, "{} -> {}", before.db_size, after.db_size);
+    assert!(
+        after.db_size <= before.db_size,
+        "{} -> {}",
+        before.db_size,
+        after.db_size
+    );
     let left = kv
         .range(RangeRequest {
             key: b"d".to_vec(),
@@ -103,7 +138,11 @@ async fn defragment_keeps_data_and_snapshot_streams_the_file_with_its_digest() {
         .into_inner();
     assert_eq!(left.count, 50);
 
-    let mut stream = maint.snapshot(SnapshotRequest {}).await.unwrap().into_inner();
+    let mut stream = maint
+        .snapshot(SnapshotRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     let mut chunks = Vec::new();
     while let Some(msg) = stream.message().await.unwrap() {
         chunks.push(msg);
@@ -112,7 +151,10 @@ async fn defragment_keeps_data_and_snapshot_streams_the_file_with_its_digest() {
     let (digest, data) = chunks.split_last().unwrap();
     let body: Vec<u8> = data.iter().flat_map(|c| c.blob.clone()).collect();
     assert_eq!(data.last().unwrap().remaining_bytes, 0);
-    assert_eq!(data[0].remaining_bytes as usize + data[0].blob.len(), body.len());
+    assert_eq!(
+        data[0].remaining_bytes as usize + data[0].blob.len(),
+        body.len()
+    );
     assert_eq!(digest.blob, sha2::Sha256::digest(&body).to_vec());
     // The snapshot is a page file that opens and holds the same keys.
     let dir = tempfile::tempdir().unwrap();
@@ -142,7 +184,13 @@ async fn the_space_quota_raises_nospace_until_disarmed() {
         }
     }
     let e = refused.expect("the quota was never reached");
-    assert_eq!((e.code(), e.message()), (Code::ResourceExhausted, "etcdserver: mvcc: database space exceeded"));
+    assert_eq!(
+        (e.code(), e.message()),
+        (
+            Code::ResourceExhausted,
+            "etcdserver: mvcc: database space exceeded"
+        )
+    );
     let alarms = maint
         .alarm(AlarmRequest {
             action: AlarmAction::Get as i32,
@@ -165,7 +213,11 @@ async fn the_space_quota_raises_nospace_until_disarmed() {
         .unwrap_err();
     assert_eq!(e.code(), Code::ResourceExhausted);
     let status = maint.status(StatusRequest {}).await.unwrap().into_inner();
-    assert!(status.errors.iter().any(|e| e.contains("NOSPACE")), "{:?}", status.errors);
+    assert!(
+        status.errors.iter().any(|e| e.contains("NOSPACE")),
+        "{:?}",
+        status.errors
+    );
     let d = kv
         .delete_range(DeleteRangeRequest {
             key: b"q".to_vec(),
@@ -183,7 +235,11 @@ async fn the_space_quota_raises_nospace_until_disarmed() {
     .unwrap();
     maint.defragment(DefragmentRequest {}).await.unwrap();
     let status = maint.status(StatusRequest {}).await.unwrap().into_inner();
-    assert!(status.db_size < 1048576, "defragment left {} bytes", status.db_size);
+    assert!(
+        status.db_size < 1048576,
+        "defragment left {} bytes",
+        status.db_size
+    );
     maint
         .alarm(AlarmRequest {
             action: AlarmAction::Deactivate as i32,

@@ -8,8 +8,8 @@ use futures_util::Stream;
 use mnemo_proto::etcdserverpb::lease_server::Lease;
 use mnemo_proto::etcdserverpb::{
     LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
-    LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse,
-    LeaseStatus, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+    LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus,
+    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -31,14 +31,18 @@ impl Lease for LeaseService {
         &self,
         req: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
-        Ok(Response::new(self.server.lease_grant(req.into_inner()).await?))
+        Ok(Response::new(
+            self.server.lease_grant(req.into_inner()).await?,
+        ))
     }
 
     async fn lease_revoke(
         &self,
         req: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
-        Ok(Response::new(self.server.lease_revoke(req.into_inner()).await?))
+        Ok(Response::new(
+            self.server.lease_revoke(req.into_inner()).await?,
+        ))
     }
 
     type LeaseKeepAliveStream = KeepAliveStream;
@@ -88,7 +92,9 @@ impl Lease for LeaseService {
         req: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
         let req = req.into_inner();
-        Ok(Response::new(self.server.lease_time_to_live(req.id, req.keys).await?))
+        Ok(Response::new(
+            self.server.lease_time_to_live(req.id, req.keys).await?,
+        ))
     }
 
     async fn lease_leases(

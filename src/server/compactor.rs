@@ -50,12 +50,14 @@ pub(crate) async fn run(server: Weak<EtcdServer>, mode: AutoCompaction) {
         }
         let current = server.store.current_revision();
         let target = match mode {
-            AutoCompaction::Revision(keep) => Some(current - i64::try_from(keep).unwrap_or(i64::MAX)),
+            AutoCompaction::Revision(keep) => {
+                Some(current - i64::try_from(keep).unwrap_or(i64::MAX))
+            }
             AutoCompaction::Periodic(_) => {
                 let now = Instant::now();
                 samples.push_back((now, current));
                 ticks += 1;
-                let target = if ticks % 10 == 0 {
+                let target = if ticks.is_multiple_of(10) {
                     periodic_target(&samples, now, retention)
                 } else {
                     None
@@ -95,8 +97,14 @@ mod tests {
         let s = |secs: u64, rev| (t0 + Duration::from_secs(secs), rev);
         let samples: VecDeque<_> = [s(0, 10), s(6, 20), s(12, 30), s(18, 40)].into();
         let at = t0 + Duration::from_secs(20);
-        assert_eq!(periodic_target(&samples, at, Duration::from_secs(10)), Some(20));
+        assert_eq!(
+            periodic_target(&samples, at, Duration::from_secs(10)),
+            Some(20)
+        );
         assert_eq!(periodic_target(&samples, at, Duration::from_secs(30)), None);
-        assert_eq!(periodic_target(&samples, at, Duration::from_secs(2)), Some(40));
+        assert_eq!(
+            periodic_target(&samples, at, Duration::from_secs(2)),
+            Some(40)
+        );
     }
 }

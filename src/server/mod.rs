@@ -17,10 +17,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mnemo_proto::etcdserverpb::{
-    alarm_request::AlarmAction, request_op, AlarmMember, AlarmRequest, AlarmResponse,
-    AlarmType, CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
-    HashKvResponse, HashResponse, LeaseGrantRequest, Member as PbMember, SnapshotResponse, StatusResponse, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseTimeToLiveResponse, PutRequest,
-    PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
+    alarm_request::AlarmAction, request_op, AlarmMember, AlarmRequest, AlarmResponse, AlarmType,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, HashKvResponse,
+    HashResponse, LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse,
+    LeaseTimeToLiveResponse, Member as PbMember, PutRequest, PutResponse, RangeRequest,
+    RangeResponse, ResponseHeader, SnapshotResponse, StatusResponse, TxnRequest, TxnResponse,
 };
 use prost::Message;
 
@@ -30,7 +31,6 @@ use crate::lease::Lessor;
 use crate::mvcc::watch::WatchHub;
 use crate::mvcc::Store;
 use crate::raft::{Member, RaftNode};
-
 
 /// The etcd API version mnemo speaks, reported by Status and `--version`.
 pub const ETCD_VERSION: &str = "3.4.0";
@@ -135,7 +135,11 @@ impl EtcdServer {
         if self.store.db_size() + cost as u64 <= quota {
             return Ok(());
         }
-        tracing::warn!(quota, size = self.store.db_size(), "space quota exceeded; raising the NOSPACE alarm");
+        tracing::warn!(
+            quota,
+            size = self.store.db_size(),
+            "space quota exceeded; raising the NOSPACE alarm"
+        );
         let alarm = AlarmRequest {
             action: AlarmAction::Activate as i32,
             member_id: self.options.member_id,
@@ -146,7 +150,10 @@ impl EtcdServer {
     }
 
     fn nospace_alarm_active(&self) -> bool {
-        self.store.alarms().iter().any(|a| a.alarm == AlarmType::Nospace as i32)
+        self.store
+            .alarms()
+            .iter()
+            .any(|a| a.alarm == AlarmType::Nospace as i32)
     }
 
     pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse> {
@@ -266,7 +273,11 @@ impl EtcdServer {
             });
         };
         let (ttl, granted_ttl) = self.lessor.time_to_live(id).unwrap_or((info.ttl, info.ttl));
-        let keys = if keys { self.store.lease_keys(id) } else { vec![] };
+        let keys = if keys {
+            self.store.lease_keys(id)
+        } else {
+            vec![]
+        };
         Ok(LeaseTimeToLiveResponse {
             header,
             id,
@@ -361,7 +372,8 @@ impl EtcdServer {
 
     pub async fn hash_kv(&self, revision: i64) -> Result<HashKvResponse> {
         let store = self.store.clone();
-        let (hash, compact_revision, hash_revision) = blocking(move || store.hash_kv(revision)).await?;
+        let (hash, compact_revision, hash_revision) =
+            blocking(move || store.hash_kv(revision)).await?;
         Ok(HashKvResponse {
             header: Some(self.header(hash_revision)),
             hash,
@@ -377,8 +389,12 @@ impl EtcdServer {
     ) -> Result<tokio::sync::mpsc::Receiver<Result<SnapshotResponse, tonic::Status>>> {
         const CHUNK: usize = 32 * 1024;
         let dir = self.options.member_dir.join("snapshots-out");
-        std::fs::create_dir_all(&dir).map_err(|e| Error::Internal(format!("creating {}: {e}", dir.display())))?;
-        let path = dir.join(format!("snapshot-{}", std::process::id() as u64 ^ self.lease_ids.next() as u64));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::Internal(format!("creating {}: {e}", dir.display())))?;
+        let path = dir.join(format!(
+            "snapshot-{}",
+            std::process::id() as u64 ^ self.lease_ids.next() as u64
+        ));
         let store = self.store.clone();
         let p = path.clone();
         let size = blocking(move || store.snapshot_to(&p)).await?;
@@ -402,7 +418,7 @@ impl EtcdServer {
                     sha.update(&buf);
                     sent += buf.len() as u64;
                     let msg = SnapshotResponse {
-                        header: first.then(|| header.clone()),
+                        header: first.then_some(header),
                         remaining_bytes: size - sent,
                         blob: buf,
                         ..Default::default()
@@ -413,7 +429,7 @@ impl EtcdServer {
                     }
                 }
                 let msg = SnapshotResponse {
-                    header: first.then(|| header.clone()),
+                    header: first.then_some(header),
                     remaining_bytes: 0,
                     blob: sha.finalize().to_vec(),
                     ..Default::default()
@@ -444,21 +460,28 @@ fn unexpected(what: &str, got: &CommandResponse) -> Error {
 
 /// Whether a txn may write (either branch, nested txns included).
 fn txn_writes(t: &TxnRequest) -> bool {
-    t.success.iter().chain(&t.failure).any(|op| match &op.request {
-        Some(request_op::Request::RequestPut(_)) | Some(request_op::Request::RequestDeleteRange(_)) => true,
-        Some(request_op::Request::RequestTxn(t)) => txn_writes(t),
-        _ => false,
-    })
+    t.success
+        .iter()
+        .chain(&t.failure)
+        .any(|op| match &op.request {
+            Some(request_op::Request::RequestPut(_))
+            | Some(request_op::Request::RequestDeleteRange(_)) => true,
+            Some(request_op::Request::RequestTxn(t)) => txn_writes(t),
+            _ => false,
+        })
 }
 
 /// Whether every range in a txn is serializable (etcd's `isTxnSerializable`).
 fn txn_is_serializable(t: &TxnRequest) -> bool {
-    t.success.iter().chain(&t.failure).all(|op| match &op.request {
-        Some(request_op::Request::RequestRange(r)) => r.serializable,
-        Some(request_op::Request::RequestTxn(t)) => txn_is_serializable(t),
-        None => true,
-        _ => false,
-    })
+    t.success
+        .iter()
+        .chain(&t.failure)
+        .all(|op| match &op.request {
+            Some(request_op::Request::RequestRange(r)) => r.serializable,
+            Some(request_op::Request::RequestTxn(t)) => txn_is_serializable(t),
+            None => true,
+            _ => false,
+        })
 }
 
 /// Server-chosen lease ids, as etcd makes them: the member id's low 16 bits, then a

@@ -55,7 +55,11 @@ pub async fn run(config: Config) -> Result<()> {
     let member = Member {
         name: config.name.clone(),
         peer_urls: local.peer_urls.iter().map(|u| u.to_string()).collect(),
-        client_urls: config.advertise_client_urls.iter().map(|u| u.to_string()).collect(),
+        client_urls: config
+            .advertise_client_urls
+            .iter()
+            .map(|u| u.to_string())
+            .collect(),
     };
     let initial_members: BTreeMap<u64, Member> = config
         .initial_cluster
@@ -67,7 +71,14 @@ pub async fn run(config: Config) -> Result<()> {
                 vec![]
             };
             let peer_urls = m.peer_urls.iter().map(|u| u.to_string()).collect();
-            (m.id, Member { name: m.name.clone(), peer_urls, client_urls })
+            (
+                m.id,
+                Member {
+                    name: m.name.clone(),
+                    peer_urls,
+                    client_urls,
+                },
+            )
         })
         .collect();
     let options = ServerOptions {
@@ -145,8 +156,11 @@ pub async fn serve(
         });
         on_applied
     };
-    let mut raft_options =
-        RaftOptions::new(options.member_id, options.member.clone(), member_dir.clone());
+    let mut raft_options = RaftOptions::new(
+        options.member_id,
+        options.member.clone(),
+        member_dir.clone(),
+    );
     raft_options.heartbeat_ms = options.heartbeat_ms;
     raft_options.election_timeout_ms = options.election_timeout_ms;
     raft_options.snapshot_count = options.snapshot_count;
@@ -236,7 +250,9 @@ async fn lease_expiry(server: std::sync::Weak<EtcdServer>) {
             tokio::spawn(async move {
                 match server.lease_revoke(LeaseRevokeRequest { id }).await {
                     Ok(_) | Err(Error::LeaseNotFound) => {}
-                    Err(e) => tracing::warn!(lease = id, error = %e, "revoking an expired lease failed"),
+                    Err(e) => {
+                        tracing::warn!(lease = id, error = %e, "revoking an expired lease failed")
+                    }
                 }
             });
         }

@@ -83,7 +83,10 @@ impl Interval {
             [0] => None,
             end => Some(end.to_vec()),
         };
-        Interval { start: r.key.clone(), end }
+        Interval {
+            start: r.key.clone(),
+            end,
+        }
     }
 
     fn contains(&self, key: &[u8]) -> bool {
@@ -206,17 +209,32 @@ mod tests {
 
     #[test]
     fn duplicate_puts_and_put_inside_deleted_range_are_refused() {
-        assert_eq!(check_txn(&txn(vec![put("a"), put("a")], vec![]), 128), Err(Error::DuplicateKey));
-        assert_eq!(check_txn(&txn(vec![put("b"), del("a", "c")], vec![]), 128), Err(Error::DuplicateKey));
-        assert_eq!(check_txn(&txn(vec![put("c"), del("a", "c")], vec![]), 128), Ok(()));
-        assert_eq!(check_txn(&txn(vec![put("z"), del("a", "\0")], vec![]), 128), Err(Error::DuplicateKey));
+        assert_eq!(
+            check_txn(&txn(vec![put("a"), put("a")], vec![]), 128),
+            Err(Error::DuplicateKey)
+        );
+        assert_eq!(
+            check_txn(&txn(vec![put("b"), del("a", "c")], vec![]), 128),
+            Err(Error::DuplicateKey)
+        );
+        assert_eq!(
+            check_txn(&txn(vec![put("c"), del("a", "c")], vec![]), 128),
+            Ok(())
+        );
+        assert_eq!(
+            check_txn(&txn(vec![put("z"), del("a", "\0")], vec![]), 128),
+            Err(Error::DuplicateKey)
+        );
         assert_eq!(check_txn(&txn(vec![put("a")], vec![put("a")]), 128), Ok(()));
     }
 
     #[test]
     fn nested_branches_exclude_each_other_but_not_their_parent() {
         let inner = txn(vec![put("a")], vec![put("a")]);
-        assert_eq!(check_txn(&txn(vec![nested(inner.clone())], vec![]), 128), Ok(()));
+        assert_eq!(
+            check_txn(&txn(vec![nested(inner.clone())], vec![]), 128),
+            Ok(())
+        );
         assert_eq!(
             check_txn(&txn(vec![nested(inner), put("a")], vec![]), 128),
             Err(Error::DuplicateKey)
