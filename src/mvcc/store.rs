@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mnemo_proto::etcdserverpb::{AlarmMember, RangeRequest, RangeResponse};
@@ -30,6 +31,19 @@ use super::record::{
 use super::revision::Revision;
 use super::LeaseInfo;
 use crate::error::{Error, Result};
+
+/// The cached figure of [`Store::db_size_in_use`]: (measured at, commit, bytes).
+#[derive(Debug, Default)]
+struct SizeInUse {
+    value: Option<(Instant, u64, u64)>,
+    refreshing: bool,
+}
+
+/// Pages in use × page size, from the page file's statistics walk.
+fn measure_in_use(db: &Database) -> Option<u64> {
+    let s = db.stats().ok()?;
+    Some(s.page_count.saturating_sub(s.free_pages) * s.page_size)
+}
 
 /// Everything readers share, replaced as a whole only by [`Store::restore_from`].
 #[derive(Debug)]
@@ -88,7 +102,7 @@ pub struct Store {
     /// The page file's path; `None` for a store over another backend (tests).
     path: Option<PathBuf>,
     opts: DatabaseOptions,
-    size_in_use: Mutex<Option<(Instant, u64, u64)>>,
+    size_in_use: Arc<Mutex<SizeInUse>>,
 }
 
 /// History records removed from the page file per write transaction, at most, after a
@@ -243,7 +257,7 @@ impl Store {
             apply_gate: ApplyGate::default(),
             path: None,
             opts: DatabaseOptions::default(),
-            size_in_use: Mutex::new(None),
+            size_in_use: Arc::default(),
         })
     }
 
@@ -324,22 +338,37 @@ impl Store {
     }
 
     /// Bytes of pages in use (the file minus its free pages). Counting free pages walks
-    /// the file, so the figure is cached for a few seconds.
+    /// the whole file, so the figure is cached: after the first call, a stale figure (older
+    /// than a few seconds, with commits since) is returned at once while a background
+    /// thread measures again.
     pub fn db_size_in_use(&self) -> u64 {
         const MAX_AGE: Duration = Duration::from_secs(5);
         let db = self.db();
         let txn = db.last_txn();
-        let mut cache = self.size_in_use.lock();
-        if let Some((at, t, v)) = *cache {
-            if t == txn || at.elapsed() < MAX_AGE {
-                return v;
+        let mut c = self.size_in_use.lock();
+        let Some((at, t, v)) = c.value else {
+            drop(c);
+            let v = measure_in_use(&db).unwrap_or_else(|| db.file_len().unwrap_or(0));
+            self.size_in_use.lock().value = Some((Instant::now(), txn, v));
+            return v;
+        };
+        if t != txn && at.elapsed() >= MAX_AGE && !c.refreshing {
+            c.refreshing = true;
+            let cache = Arc::clone(&self.size_in_use);
+            let spawned = std::thread::Builder::new()
+                .name("mvcc-size".into())
+                .spawn(move || {
+                    let v = measure_in_use(&db);
+                    let mut c = cache.lock();
+                    c.refreshing = false;
+                    if let Some(v) = v {
+                        c.value = Some((Instant::now(), txn, v));
+                    }
+                });
+            if spawned.is_err() {
+                c.refreshing = false;
             }
         }
-        let v = match db.stats() {
-            Ok(s) => s.page_count.saturating_sub(s.free_pages) * s.page_size,
-            Err(_) => return db.file_len().unwrap_or(0),
-        };
-        *cache = Some((Instant::now(), txn, v));
         v
     }
 
@@ -391,7 +420,9 @@ impl Store {
         self.sync()?;
         let (_, after) = db.compact(64)?;
         tracing::info!(before, after, "defragmented the page file");
-        *self.size_in_use.lock() = None;
+        if let Some(v) = measure_in_use(&db) {
+            self.size_in_use.lock().value = Some((Instant::now(), db.last_txn(), v));
+        }
         Ok(())
     }
 
@@ -460,7 +491,7 @@ impl Store {
                 .map_err(|e| io("syncing the directory", e))?;
         }
         *self.state.write() = state;
-        *self.size_in_use.lock() = None;
+        self.size_in_use.lock().value = None;
         Ok(())
     }
 }
