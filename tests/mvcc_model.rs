@@ -13,7 +13,8 @@ use mnemo_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUni
 use mnemo_proto::etcdserverpb::request_op::Request;
 use mnemo_proto::etcdserverpb::response_op::Response;
 use mnemo_proto::etcdserverpb::{
-    CompactionRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
+    CompactionRequest, Compare, DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest,
+    PutRequest, RangeRequest, RequestOp, TxnRequest,
 };
 use mnemo_proto::mvccpb::{event::EventType, Event, KeyValue};
 use mnemo_storage::Durability;
@@ -45,6 +46,7 @@ struct Model {
     compact: i64,
     history: BTreeMap<Vec<u8>, Vec<(i64, Option<KeyValue>)>>,
     events: Vec<Event>,
+    leases: std::collections::BTreeSet<i64>,
 }
 
 /// A command being applied to the model: writes staged until it ends.
@@ -120,6 +122,10 @@ impl ModelTxn<'_> {
     }
 
     fn put(&mut self, k: &[u8], v: &[u8]) -> Option<KeyValue> {
+        self.put_leased(k, v, 0)
+    }
+
+    fn put_leased(&mut self, k: &[u8], v: &[u8], lease: i64) -> Option<KeyValue> {
         let prev = self.current(k);
         let rev = self.m.rev + 1;
         let kv = KeyValue {
@@ -128,7 +134,7 @@ impl ModelTxn<'_> {
             mod_revision: rev,
             version: prev.as_ref().map_or(1, |p| p.version + 1),
             value: v.to_vec(),
-            lease: 0,
+            lease,
         };
         self.record(k, Some(kv), prev.clone());
         prev
@@ -200,6 +206,10 @@ enum TxnOp {
 #[derive(Debug, Clone)]
 enum Cmd {
     Put(u8, u8),
+    /// Put with lease id 1..=3 (which may not exist).
+    PutLeased(u8, u8, u8),
+    Grant(u8),
+    Revoke(u8),
     Delete(u8, u8),
     Txn {
         key: u8,
@@ -256,6 +266,9 @@ fn cmd() -> impl Strategy<Value = Cmd> {
                 failure
             }),
         1 => (0u8..6).prop_map(Cmd::Compact),
+        2 => (any::<u8>(), any::<u8>(), 1u8..4).prop_map(|(k, v, l)| Cmd::PutLeased(k, v % 4, l)),
+        1 => (1u8..4).prop_map(Cmd::Grant),
+        1 => (1u8..4).prop_map(Cmd::Revoke),
     ]
 }
 
@@ -332,6 +345,48 @@ fn model_apply(m: &mut Model, c: &Cmd) -> CommandResponse {
                 header: hdr(m.rev),
                 prev_kv: None,
             })
+        }
+        Cmd::PutLeased(k, v, l) => {
+            if !m.leases.contains(&i64::from(*l)) {
+                return CommandResponse::Error(Error::LeaseNotFound);
+            }
+            let mut t = m.begin();
+            t.put_leased(&key(*k), &value(*v), i64::from(*l));
+            t.finish();
+            CommandResponse::Put(pb::PutResponse {
+                header: hdr(m.rev),
+                prev_kv: None,
+            })
+        }
+        Cmd::Grant(l) => {
+            let id = i64::from(*l);
+            if !m.leases.insert(id) {
+                return CommandResponse::Error(Error::LeaseExist);
+            }
+            CommandResponse::LeaseGrant(pb::LeaseGrantResponse {
+                header: hdr(m.rev),
+                id,
+                ttl: 30,
+                error: String::new(),
+            })
+        }
+        Cmd::Revoke(l) => {
+            let id = i64::from(*l);
+            if !m.leases.remove(&id) {
+                return CommandResponse::Error(Error::LeaseNotFound);
+            }
+            let attached: Vec<Vec<u8>> = m
+                .history
+                .keys()
+                .filter(|k| m.at(k, m.rev).is_some_and(|kv| kv.lease == id))
+                .cloned()
+                .collect();
+            let mut t = m.begin();
+            for k in attached {
+                t.delete(&k, b"");
+            }
+            t.finish();
+            CommandResponse::LeaseRevoke(pb::LeaseRevokeResponse { header: hdr(m.rev) })
         }
         Cmd::Delete(k, e) => {
             let mut t = m.begin();
@@ -418,6 +473,17 @@ fn to_command(m: &Model, c: &Cmd) -> Command {
             value: value(*v),
             ..Default::default()
         }),
+        Cmd::PutLeased(k, v, l) => Op::Put(PutRequest {
+            key: key(*k),
+            value: value(*v),
+            lease: i64::from(*l),
+            ..Default::default()
+        }),
+        Cmd::Grant(l) => Op::LeaseGrant(LeaseGrantRequest {
+            ttl: 30,
+            id: i64::from(*l),
+        }),
+        Cmd::Revoke(l) => Op::LeaseRevoke(LeaseRevokeRequest { id: i64::from(*l) }),
         Cmd::Delete(k, e) => Op::DeleteRange(DeleteRangeRequest {
             key: key(*k),
             range_end: end(*e),
@@ -471,6 +537,22 @@ fn to_command(m: &Model, c: &Cmd) -> Command {
     })
 }
 
+/// Leases and their attached keys.
+fn check_leases(store: &Store, m: &Model) -> Result<(), TestCaseError> {
+    let ids: Vec<i64> = store.leases().iter().map(|l| l.id).collect();
+    prop_assert_eq!(&ids, &m.leases.iter().copied().collect::<Vec<_>>());
+    for id in ids {
+        let want: Vec<Vec<u8>> = m
+            .history
+            .keys()
+            .filter(|k| m.at(k, m.rev).is_some_and(|kv| kv.lease == id))
+            .cloned()
+            .collect();
+        prop_assert_eq!(store.lease_keys(id), want, "keys of lease {}", id);
+    }
+    Ok(())
+}
+
 fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
@@ -492,6 +574,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 prop_assert_eq!(&applied.events[..], &m.events[first_event..]);
                 prop_assert_eq!(store.current_revision(), m.rev);
                 prop_assert_eq!(store.compact_revision(), m.compact);
+                check_leases(&store, &m)?;
             }
             Step::Read {
                 key: k,
@@ -556,6 +639,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 prop_assert_eq!(store.current_revision(), m.rev);
                 prop_assert_eq!(store.compact_revision(), m.compact);
                 prop_assert_eq!(store.hash_kv(0).unwrap(), hash);
+                check_leases(&store, &m)?;
             }
         }
     }
