@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use mnemo::command::{Command, Op};
 use mnemo::mvcc::Store;
-use mnemo_proto::etcdserverpb::{PutRequest, RangeRequest};
+use mnemo_proto::etcdserverpb::{CompactionRequest, PutRequest, RangeRequest};
 use mnemo_storage::{DatabaseOptions, Durability};
 
 const BATCH: u64 = 10_000;
@@ -93,6 +93,75 @@ fn load(path: &Path, n: u64) {
     );
 }
 
+/// Overwrites every tenth key, then times the batch that compacts: its commit walks the
+/// whole index under the store's write lock.
+fn measure_compaction(path: &Path, n: u64) {
+    let store = Store::open_with(path, opts(64 << 20)).expect("open");
+    let mut a = store.begin_apply().expect("begin_apply");
+    for j in (0..n).step_by(10) {
+        a.apply(&Command::new(Op::Put(PutRequest {
+            key: key(j),
+            value: b"again".to_vec(),
+            ..Default::default()
+        })));
+    }
+    a.commit(Durability::Durable).expect("commit");
+    let rev = store.current_revision();
+    let mut a = store.begin_apply().expect("begin_apply");
+    a.apply(&Command::new(Op::Compaction(CompactionRequest {
+        revision: rev,
+        physical: false,
+    })));
+    // A reader keeps reading meanwhile; its slowest read shows how long readers wait. The
+    // same window without the commit gives the machine's own noise.
+    let window = |work: &mut dyn FnMut()| {
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let reader = s.spawn(|| {
+                let mut slowest = std::time::Duration::ZERO;
+                let mut i = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    i = (i + 7919) % n;
+                    let t = Instant::now();
+                    store
+                        .range(&RangeRequest {
+                            key: key(i),
+                            ..Default::default()
+                        })
+                        .expect("range");
+                    slowest = slowest.max(t.elapsed());
+                }
+                slowest
+            });
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            work();
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            reader.join().expect("reader")
+        })
+    };
+    let idle = window(&mut || std::thread::sleep(std::time::Duration::from_millis(200)));
+    let mut batch = Some(a);
+    let mut commit = std::time::Duration::ZERO;
+    let slowest = window(&mut || {
+        let t = Instant::now();
+        if let Some(a) = batch.take() {
+            a.commit(Durability::Deferred).expect("commit");
+        }
+        commit = t.elapsed();
+    });
+    let t = Instant::now();
+    let removed = store.remove_compacted().expect("remove_compacted");
+    println!(
+        "compaction over {n} keys ({removed} revisions dropped): commit {:.0} ms, slowest \
+         concurrent read {:.1} ms (idle window: {:.1} ms); removing the records {:.2} s",
+        commit.as_secs_f64() * 1000.0,
+        slowest.as_secs_f64() * 1000.0,
+        idle.as_secs_f64() * 1000.0,
+        t.elapsed().as_secs_f64()
+    );
+}
+
 fn main() {
     let n: u64 = std::env::var("MNEMO_OPEN_KEYS")
         .ok()
@@ -143,4 +212,5 @@ fn main() {
             );
         }
     }
+    measure_compaction(&path, n);
 }

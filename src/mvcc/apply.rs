@@ -254,10 +254,32 @@ impl Applier<'_> {
         }
         wtx.commit(durability)?;
 
-        let mut st = store.state.write();
-        let st = &mut *st;
+        // Compaction is worked out before taking the write lock, so readers wait only for
+        // the merge: the shared index changes only under the apply gate, which this batch
+        // holds.
+        let mut keys = batch.keys;
+        let mut compacted: Vec<(Vec<u8>, KeyEntry)> = Vec::new();
+        let mut dropped = Vec::new();
+        if batch.compacted {
+            let at = batch.compact_rev;
+            for e in keys.values_mut() {
+                e.compact(at, &mut dropped);
+            }
+            let st = store.state.read();
+            for (k, e) in st.index.iter() {
+                if e.needs_compaction(at) && !keys.contains_key(k) {
+                    let mut e = e.clone();
+                    e.compact(at, &mut dropped);
+                    compacted.push((k.to_vec(), e));
+                }
+            }
+            dropped.sort_unstable();
+        }
+
+        let mut guard = store.state.write();
+        let st = &mut *guard;
         st.pending_removal.drain(..removals.len());
-        for (key, entry) in batch.keys {
+        for (key, entry) in keys {
             let new_lease = entry.live().map_or(0, |_| entry.lease);
             let old = st.index.insert(&key, entry);
             let old_lease = old
@@ -295,8 +317,23 @@ impl Applier<'_> {
         st.current_rev = batch.current_rev;
         if batch.compacted {
             st.compact_rev = batch.compact_rev;
-            let dropped = st.index.compact(batch.compact_rev);
-            st.pending_removal.extend(dropped);
+        }
+        drop(guard);
+        if batch.compacted {
+            // Readers already refuse revisions below the new compact revision, and reads at
+            // or above it give the same answers from compacted and uncompacted entries, so
+            // the rest goes in small steps that readers can slip between. Compaction never
+            // changes a live value, so lease attachments stay as they are.
+            const KEYS_PER_STEP: usize = 1024;
+            let mut it = compacted.into_iter().peekable();
+            while it.peek().is_some() {
+                let mut st = store.state.write();
+                for (key, entry) in it.by_ref().take(KEYS_PER_STEP) {
+                    st.index.insert(&key, entry);
+                }
+            }
+            // Only now may later batches remove the records (see store.rs).
+            store.state.write().pending_removal.extend(dropped);
         }
         Ok(Applied {
             events: batch.events,

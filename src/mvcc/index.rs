@@ -144,6 +144,16 @@ impl KeyEntry {
         self.lease = 0;
     }
 
+    /// Whether compacting at `at` would drop anything.
+    pub fn needs_compaction(&self, at: i64) -> bool {
+        let revs = self.revs();
+        match revs.partition_point(|r| r.main <= at) {
+            0 => false,
+            1 => revs[0].tombstone,
+            _ => true,
+        }
+    }
+
     /// Drops what compaction at `at` no longer needs (see the module example), appending
     /// the dropped revisions to `dropped`.
     pub fn compact(&mut self, at: i64, dropped: &mut Vec<Revision>) {
@@ -460,6 +470,7 @@ mod tests {
     #[test]
     fn compaction_keeps_the_newest_put_at_or_below() {
         let mut e = foo();
+        assert!(!e.needs_compaction(2) && e.needs_compaction(3));
         let mut d = Vec::new();
         e.compact(4, &mut d);
         assert_eq!(d, vec![r(2, 0)]);
@@ -471,6 +482,7 @@ mod tests {
         assert_eq!(d, vec![r(2, 0), r(3, 0), r(5, 0)]);
         assert_eq!(e.revs().iter().map(|x| x.main).collect::<Vec<_>>(), [7]);
         // Compacting again, or below, changes nothing.
+        assert!(!e.needs_compaction(6));
         e.compact(6, &mut d);
         e.compact(1, &mut d);
         assert_eq!(d.len(), 3);
