@@ -368,20 +368,6 @@ impl Applier<'_> {
         read_kv(&table, key, rev)
     }
 
-    /// Live keys in `range` as the command sees them now.
-    fn live_in(&self, t: Option<&TxnCtx>, range: &KeyRange) -> Vec<(Vec<u8>, IndexRev)> {
-        self.with_view(t, |v| {
-            let mut out = Vec::new();
-            v.visit(range, &mut |k, e| {
-                if let Some(r) = e.live() {
-                    out.push((k.to_vec(), r));
-                }
-                true
-            });
-            out
-        })
-    }
-
     fn current_kv(&mut self, t: Option<&TxnCtx>, key: &[u8]) -> Result<Option<KeyValue>> {
         let live = self.with_view(t, |v| v.get(key).and_then(|e| e.live()));
         live.map(|r| self.kv_at(t, key, r)).transpose()
@@ -424,7 +410,11 @@ impl Applier<'_> {
     }
 
     fn stage_put(&mut self, t: &mut TxnCtx, req: &PutRequest) -> Result<PutResponse> {
-        let prev = self.current_kv(Some(t), &req.key)?;
+        let mut entry = self.staged_entry(t, &req.key);
+        let prev = match entry.live() {
+            Some(r) => Some(self.kv_at(Some(t), &req.key, r)?),
+            None => None,
+        };
         let (value, lease) = match (&prev, req.ignore_value, req.ignore_lease) {
             (None, true, _) | (None, _, true) => return Err(Error::KeyNotFound),
             (Some(p), iv, il) => (
@@ -438,7 +428,6 @@ impl Applier<'_> {
             (None, false, false) => (req.value.clone(), req.lease),
         };
         let rev = t.next_rev();
-        let mut entry = self.staged_entry(t, &req.key);
         let (create, version) = entry.put(rev, lease);
         t.staged.insert(req.key.clone(), entry);
         let kv = KeyValue {
@@ -463,12 +452,20 @@ impl Applier<'_> {
     }
 
     fn stage_delete(&mut self, t: &mut TxnCtx, range: &KeyRange) -> Result<Vec<KeyValue>> {
-        let victims = self.live_in(Some(t), range);
+        let victims: Vec<(Vec<u8>, IndexRev, KeyEntry)> = self.with_view(Some(t), |v| {
+            let mut out = Vec::new();
+            v.visit(range, &mut |k, e| {
+                if let Some(r) = e.live() {
+                    out.push((k.to_vec(), r, e.clone()));
+                }
+                true
+            });
+            out
+        });
         let mut prevs = Vec::with_capacity(victims.len());
-        for (key, r) in victims {
+        for (key, r, mut entry) in victims {
             let prev = self.kv_at(Some(t), &key, r)?;
             let rev = t.next_rev();
-            let mut entry = self.staged_entry(t, &key);
             entry.delete(rev);
             t.staged.insert(key.clone(), entry);
             t.written.remove(&key);

@@ -1305,3 +1305,28 @@ fn read_only_txns_run_beside_an_open_batch() {
     };
     assert_eq!(s.read_txn(&future).unwrap_err(), Error::FutureRev);
 }
+
+#[test]
+fn large_values_round_trip_through_overflow_pages() {
+    let (d, s) = open();
+    let big: Vec<u8> = (0..1_500_000u32).map(|i| (i % 251) as u8).collect();
+    let r = apply(
+        &s,
+        Op::Put(PutRequest {
+            key: b"big".to_vec(),
+            value: big.clone(),
+            ..Default::default()
+        }),
+    );
+    assert!(matches!(r, CommandResponse::Put(_)));
+    put(&s, "small", "1");
+    assert_eq!(get(&s, "big").unwrap().value, big);
+    let ev = s.events_since(2, b"big", b"", 10).unwrap();
+    assert_eq!(ev[0].kv.as_ref().unwrap().value, big);
+    let s = reopen(&d, s);
+    assert_eq!(get(&s, "big").unwrap().value, big);
+    match del(&s, "big", "") {
+        CommandResponse::DeleteRange(r) => assert_eq!(r.prev_kvs[0].value, big),
+        other => panic!("{other:?}"),
+    }
+}
