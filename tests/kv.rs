@@ -433,3 +433,37 @@ async fn writes_survive_a_graceful_restart() {
     assert_eq!(r.header.unwrap().revision, last);
     assert_eq!(put(&mut kv, "after", "x").await, last + 1);
 }
+
+#[tokio::test]
+async fn periodic_auto_compaction_drops_old_history() {
+    let m = MnemoProcess::start(&[
+        "--auto-compaction-mode",
+        "periodic",
+        "--auto-compaction-retention",
+        "2s",
+    ]);
+    let mut kv = m.kv().await;
+    for i in 0..5 {
+        put(&mut kv, "auto", &i.to_string()).await;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let mut req = range("auto", "");
+        req.revision = 2;
+        match kv.range(req).await {
+            Err(e) if e.message() == "etcdserver: mvcc: required revision has been compacted" => {
+                break
+            }
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => {}
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "history was never compacted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // The newest value is kept.
+    let r = kv.range(range("auto", "")).await.unwrap().into_inner();
+    assert_eq!(r.kvs[0].value, b"4");
+}

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use mnemo_proto::etcdserverpb::LeaseRevokeRequest;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use super::{EtcdServer, ServerOptions};
 use crate::config::{ClusterState, Config};
@@ -198,7 +198,9 @@ pub async fn serve(
         let router = crate::grpc::router(server.clone());
         let mut stop = stop_rx.clone();
         tasks.push(tokio::spawn(async move {
-            let incoming = TcpListenerStream::new(listener);
+            // Small responses must not wait for delayed ACKs (Nagle): no delay on every
+            // accepted connection, as etcd's Go server does.
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
             router
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = stop.wait_for(|s| *s).await;
