@@ -214,9 +214,20 @@ impl EtcdServer {
         }
     }
 
+    /// Compaction drops history from the key index at once; the records leave the page
+    /// file in the background, and before the answer when `physical` is asked for (as
+    /// etcd waits for its physical compaction).
     pub async fn compact(&self, req: CompactionRequest) -> Result<CompactionResponse> {
+        let physical = req.physical;
         match self.propose(Op::Compaction(req)).await? {
             CommandResponse::Compaction(mut resp) => {
+                let store = self.store.clone();
+                let removal = tokio::task::spawn_blocking(move || store.remove_compacted());
+                if physical {
+                    removal
+                        .await
+                        .map_err(|e| Error::Internal(format!("compaction task failed: {e}")))??;
+                }
                 self.fill(&mut resp.header);
                 Ok(resp)
             }
