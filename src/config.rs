@@ -119,6 +119,8 @@ pub struct Config {
     pub compaction_batch_limit: usize,
     pub watch_progress_notify_interval: Duration,
     pub warning_apply_duration: Duration,
+    /// `--experimental-wal-io=pwrite`: the WAL never uses io_uring.
+    pub wal_force_pwrite: bool,
 
     /// Notes to log once logging is up: ignored flags, shadowed environment variables.
     pub warnings: Vec<String>,
@@ -530,6 +532,7 @@ impl Config {
             compaction_batch_limit: x.experimental_compaction_batch_limit as usize,
             watch_progress_notify_interval: x.experimental_watch_progress_notify_interval,
             warning_apply_duration: x.experimental_warning_apply_duration,
+            wal_force_pwrite: x.experimental_wal_io == "pwrite",
             name,
             warnings,
         })

@@ -246,3 +246,19 @@ async fn harness_starts_kills_restarts_and_terminates() {
         .unwrap();
     assert_eq!(m.terminate().code(), Some(0), "{}", m.stderr());
 }
+
+/// `--experimental-wal-io` picks the WAL's I/O path, and the start-up line says which.
+#[test]
+fn wal_io_path_is_chosen_by_flag_and_reported() {
+    let mut m = MnemoProcess::spawn(&["--experimental-wal-io=pwrite"], &[]);
+    m.wait_for_log("wal_io=Pwrite", std::time::Duration::from_secs(30));
+    assert_eq!(m.terminate().code(), Some(0), "{}", m.stderr());
+
+    let out = mnemo_command()
+        .args(["--experimental-wal-io=mmap", "--data-dir"])
+        .arg(tempfile::tempdir().unwrap().path().join("never"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mmap"));
+}

@@ -367,6 +367,11 @@ pub struct ExperimentalFlags {
           default_value = "false", default_missing_value = "true",
           value_parser = parse_go_bool, action = ArgAction::Set)]
     pub experimental_enable_lease_checkpoint: bool,
+    /// mnemo: how the WAL reaches the disk: `io_uring` (linked write + fdatasync, falling
+    /// back to pwrite where io_uring is unavailable) or `pwrite` (pwrite + fdatasync).
+    #[arg(long, value_name = "PATH", default_value = "io_uring",
+          value_parser = ["io_uring", "pwrite"])]
+    pub experimental_wal_io: String,
     /// Maximum revisions deleted in each compaction batch.
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub experimental_compaction_batch_limit: u32,

@@ -57,6 +57,8 @@ pub struct ServerOptions {
     pub new_cluster: bool,
     pub auto_compaction: Option<crate::config::AutoCompaction>,
     pub watch_progress_notify_interval: Duration,
+    /// Write the WAL with pwrite + fdatasync even where io_uring works.
+    pub wal_force_pwrite: bool,
 }
 
 /// A running member.

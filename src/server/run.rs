@@ -96,6 +96,7 @@ pub async fn run(config: Config) -> Result<()> {
         new_cluster: config.initial_cluster_state == ClusterState::New,
         auto_compaction: config.auto_compaction,
         watch_progress_notify_interval: config.watch_progress_notify_interval,
+        wal_force_pwrite: config.wal_force_pwrite,
     };
     serve(options, config.client_bind_addrs(), signal).await
 }
@@ -166,6 +167,7 @@ pub async fn serve(
     raft_options.snapshot_count = options.snapshot_count;
     raft_options.initial_members = options.initial_members.clone();
     raft_options.new_cluster = options.new_cluster;
+    raft_options.wal.force_pwrite = options.wal_force_pwrite;
     let raft = RaftNode::start(raft_options, store.clone(), on_applied).await?;
     let io_path = raft.io_path();
     // Like etcd, serve clients once the cluster has a leader (a lone member elects itself
