@@ -6,6 +6,12 @@
 //! while the previous fdatasync runs. Without it (or when forced) each batch is a
 //! `write_at` + `sync_data` on the calling thread.
 //!
+//! A small batch with nothing in flight is written inline even on io_uring: the kernel
+//! runs an io_uring fdatasync on a worker thread, which adds a hand-off to the latency
+//! of a lone appender (a raft log hands the WAL one batch at a time), while there is no
+//! earlier batch to overlap with anyway. Batches with many waiters, or arriving while
+//! another is in flight, take the pipelined path.
+//!
 //! Invariants:
 //! * records reach the segment in seq order, each at the offset recorded for it;
 //! * a segment is durable up to its last record before the next segment is created, so
@@ -30,6 +36,9 @@ use super::{AppendCallback, Op, Shared};
 
 /// Batches in flight at once on the io_uring path.
 pub(crate) const PIPELINE_DEPTH: usize = 2;
+
+/// A batch with at most this many waiters and nothing in flight is written inline.
+const INLINE_MAX_WAITERS: usize = 2;
 
 /// Records of one write + fdatasync, all in one segment.
 struct Batch {
@@ -284,7 +293,8 @@ impl Writer {
         };
         self.shared.stats.batches.fetch_add(1, Ordering::Relaxed);
         let fd = batch.segment.raw_fd();
-        if let (Some(uring), Some(fd)) = (self.uring.as_mut(), fd) {
+        let inline = self.inflight.is_empty() && batch.done.len() <= INLINE_MAX_WAITERS;
+        if let (Some(uring), Some(fd), false) = (self.uring.as_mut(), fd, inline) {
             let buf = mem::take(&mut batch.buf);
             let tag = batch.tag;
             let offset = batch.offset;
