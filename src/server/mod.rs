@@ -35,6 +35,10 @@ use crate::raft::{Member, RaftNode};
 /// The etcd API version mnemo speaks, reported by Status and `--version`.
 pub const ETCD_VERSION: &str = "3.4.0";
 
+/// Directory under the member dir holding snapshot copies while they stream to clients;
+/// emptied at start (a crash can leave one behind).
+pub const SNAPSHOTS_OUT: &str = "snapshots-out";
+
 /// Longest lease TTL etcd accepts, in seconds.
 pub const MAX_LEASE_TTL: i64 = 9_000_000_000;
 
@@ -401,13 +405,11 @@ impl EtcdServer {
         &self,
     ) -> Result<tokio::sync::mpsc::Receiver<Result<SnapshotResponse, tonic::Status>>> {
         const CHUNK: usize = 32 * 1024;
-        let dir = self.options.member_dir.join("snapshots-out");
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let dir = self.options.member_dir.join(SNAPSHOTS_OUT);
         std::fs::create_dir_all(&dir)
             .map_err(|e| Error::Internal(format!("creating {}: {e}", dir.display())))?;
-        let path = dir.join(format!(
-            "snapshot-{}",
-            std::process::id() as u64 ^ self.lease_ids.next() as u64
-        ));
+        let path = dir.join(format!("snapshot-{}", NEXT.fetch_add(1, Ordering::Relaxed)));
         let store = self.store.clone();
         let p = path.clone();
         let size = blocking(move || store.snapshot_to(&p)).await?;

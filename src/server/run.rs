@@ -131,6 +131,12 @@ pub async fn serve(
     std::fs::create_dir_all(&member_dir)
         .map_err(|e| Error::Internal(format!("creating {}: {e}", member_dir.display())))?;
     let _lock = DirLock::acquire(&member_dir)?;
+    let leftovers = member_dir.join(super::SNAPSHOTS_OUT);
+    if let Err(e) = std::fs::remove_dir_all(&leftovers) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(dir = %leftovers.display(), error = %e, "cannot remove old snapshot copies");
+        }
+    }
 
     // Bind first: a port already in use fails before anything is written.
     let mut listeners = Vec::new();
