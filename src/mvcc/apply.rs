@@ -75,16 +75,6 @@ pub struct Applier<'a> {
     failed: Option<Error>,
 }
 
-/// One change made by a command, in sub-revision order.
-#[derive(Debug)]
-struct Change {
-    rev: Revision,
-    /// The new value; for deletes, only the key and mod revision.
-    kv: KeyValue,
-    prev: Option<KeyValue>,
-    delete: bool,
-}
-
 /// A write command in progress: changes staged over the batch.
 #[derive(Debug)]
 struct TxnCtx {
@@ -93,7 +83,9 @@ struct TxnCtx {
     staged: Layer,
     /// Value each key was last given by this command.
     written: HashMap<Vec<u8>, KeyValue>,
-    changes: Vec<Change>,
+    /// The command's changes as events, in sub-revision order: change `i` has revision
+    /// `(begin + 1, i)`. A delete's kv holds only the key and mod revision.
+    changes: Vec<Event>,
 }
 
 impl TxnCtx {
@@ -446,11 +438,10 @@ impl Applier<'_> {
             lease,
         };
         t.written.insert(req.key.clone(), kv.clone());
-        t.changes.push(Change {
-            rev,
-            kv,
-            prev: if self.fill_prev { prev.clone() } else { None },
-            delete: false,
+        t.changes.push(Event {
+            r#type: EventType::Put as i32,
+            kv: Some(kv),
+            prev_kv: if self.fill_prev { prev.clone() } else { None },
         });
         Ok(PutResponse {
             header: Some(header(rev.main)),
@@ -500,15 +491,14 @@ impl Applier<'_> {
                 }
                 (false, _) => prev,
             };
-            t.changes.push(Change {
-                rev,
-                kv: KeyValue {
+            t.changes.push(Event {
+                r#type: EventType::Delete as i32,
+                kv: Some(KeyValue {
                     key,
                     mod_revision: rev.main,
                     ..Default::default()
-                },
-                prev,
-                delete: true,
+                }),
+                prev_kv: prev,
             });
         }
         Ok((deleted, prevs))
@@ -535,19 +525,17 @@ impl Applier<'_> {
             return Ok(());
         }
         let mut kv = self.wtx.open_table(KV_TABLE)?;
-        for c in &t.changes {
-            let rec = if c.delete {
-                Record::tombstone(&c.kv.key)
-            } else {
-                Record::put(
-                    &c.kv.key,
-                    &c.kv.value,
-                    c.kv.create_revision,
-                    c.kv.version,
-                    c.kv.lease,
-                )
+        for (sub, ev) in t.changes.iter().enumerate() {
+            let rev = Revision::new(t.begin + 1, sub as i64);
+            let Some(c) = &ev.kv else {
+                return Err(internal("mvcc: staged event without a kv".to_string()));
             };
-            kv.insert(&c.rev.encode(), &rec.encode(c.rev))?;
+            let rec = if ev.r#type == EventType::Delete as i32 {
+                Record::tombstone(&c.key)
+            } else {
+                Record::put(&c.key, &c.value, c.create_revision, c.version, c.lease)
+            };
+            kv.insert(&rev.encode(), &rec.encode(rev))?;
         }
         self.batch.current_rev = t.begin + 1;
         if self.batch.keys.is_empty() {
@@ -555,17 +543,11 @@ impl Applier<'_> {
         } else {
             self.batch.keys.extend(t.staged);
         }
-        self.batch
-            .events
-            .extend(t.changes.into_iter().map(|c| Event {
-                r#type: if c.delete {
-                    EventType::Delete
-                } else {
-                    EventType::Put
-                } as i32,
-                kv: Some(c.kv),
-                prev_kv: c.prev,
-            }));
+        if self.batch.events.is_empty() {
+            self.batch.events = t.changes;
+        } else {
+            self.batch.events.extend(t.changes);
+        }
         Ok(())
     }
 
