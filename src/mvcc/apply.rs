@@ -12,6 +12,7 @@
 //! state; then the operations run in order, each seeing the writes of the earlier ones.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
 
 use mnemo_proto::etcdserverpb::alarm_request::AlarmAction;
 use mnemo_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
@@ -68,18 +69,10 @@ pub struct Applier<'a> {
     batch: Batch,
     start_rev: i64,
     start_compact: i64,
+    /// Whether events carry prev_kv: some watcher asked for it when the batch began.
+    fill_prev: bool,
     /// Set when storage failed mid-batch: the batch can only be dropped.
     failed: Option<Error>,
-}
-
-/// One change made by a command, in sub-revision order.
-#[derive(Debug)]
-struct Change {
-    rev: Revision,
-    /// The new value; for deletes, only the key and mod revision.
-    kv: KeyValue,
-    prev: Option<KeyValue>,
-    delete: bool,
 }
 
 /// A write command in progress: changes staged over the batch.
@@ -90,7 +83,9 @@ struct TxnCtx {
     staged: Layer,
     /// Value each key was last given by this command.
     written: HashMap<Vec<u8>, KeyValue>,
-    changes: Vec<Change>,
+    /// The command's changes as events, in sub-revision order: change `i` has revision
+    /// `(begin + 1, i)`. A delete's kv holds only the key and mod revision.
+    changes: Vec<Event>,
 }
 
 impl TxnCtx {
@@ -136,6 +131,7 @@ impl Store {
             )
         };
         let wtx = db.begin_write()?;
+        let fill_prev = self.prev_kv_watchers.load(Ordering::Acquire) != 0;
         Ok(Applier {
             store: self,
             _apply: guard,
@@ -154,6 +150,7 @@ impl Store {
             },
             start_rev: current_rev,
             start_compact: compact_rev,
+            fill_prev,
             failed: None,
         })
     }
@@ -220,6 +217,7 @@ impl Applier<'_> {
             start_rev,
             start_compact,
             failed,
+            fill_prev,
         } = self;
         if let Some(e) = failed {
             return Err(e);
@@ -340,6 +338,7 @@ impl Applier<'_> {
             revision: batch.current_rev,
             leases_granted: batch.granted,
             leases_revoked: batch.revoked,
+            prev_kv_omitted: !fill_prev,
         })
     }
 
@@ -439,11 +438,10 @@ impl Applier<'_> {
             lease,
         };
         t.written.insert(req.key.clone(), kv.clone());
-        t.changes.push(Change {
-            rev,
-            kv,
-            prev: prev.clone(),
-            delete: false,
+        t.changes.push(Event {
+            r#type: EventType::Put as i32,
+            kv: Some(kv),
+            prev_kv: if self.fill_prev { prev.clone() } else { None },
         });
         Ok(PutResponse {
             header: Some(header(rev.main)),
@@ -451,7 +449,14 @@ impl Applier<'_> {
         })
     }
 
-    fn stage_delete(&mut self, t: &mut TxnCtx, range: &KeyRange) -> Result<Vec<KeyValue>> {
+    /// Deletes every live key in `range`: the number deleted, and their previous values
+    /// when `want_prevs`. Previous values are read only for that or for the events.
+    fn stage_delete(
+        &mut self,
+        t: &mut TxnCtx,
+        range: &KeyRange,
+        want_prevs: bool,
+    ) -> Result<(i64, Vec<KeyValue>)> {
         let victims: Vec<(Vec<u8>, IndexRev, KeyEntry)> = self.with_view(Some(t), |v| {
             let mut out = Vec::new();
             v.visit(range, &mut |k, e| {
@@ -462,26 +467,41 @@ impl Applier<'_> {
             });
             out
         });
-        let mut prevs = Vec::with_capacity(victims.len());
+        let deleted = victims.len() as i64;
+        let mut prevs = Vec::with_capacity(if want_prevs { victims.len() } else { 0 });
+        t.changes.reserve(victims.len());
         for (key, r, mut entry) in victims {
-            let prev = self.kv_at(Some(t), &key, r)?;
+            let prev = if want_prevs || self.fill_prev {
+                Some(self.kv_at(Some(t), &key, r)?)
+            } else {
+                None
+            };
             let rev = t.next_rev();
             entry.delete(rev);
             t.staged.insert(key.clone(), entry);
             t.written.remove(&key);
-            t.changes.push(Change {
-                rev,
-                kv: KeyValue {
+            let prev = match (want_prevs, self.fill_prev) {
+                (true, true) => {
+                    prevs.extend(prev.clone());
+                    prev
+                }
+                (true, false) => {
+                    prevs.extend(prev);
+                    None
+                }
+                (false, _) => prev,
+            };
+            t.changes.push(Event {
+                r#type: EventType::Delete as i32,
+                kv: Some(KeyValue {
                     key,
                     mod_revision: rev.main,
                     ..Default::default()
-                },
-                prev: Some(prev.clone()),
-                delete: true,
+                }),
+                prev_kv: prev,
             });
-            prevs.push(prev);
         }
-        Ok(prevs)
+        Ok((deleted, prevs))
     }
 
     fn stage_delete_range(
@@ -489,11 +509,12 @@ impl Applier<'_> {
         t: &mut TxnCtx,
         req: &DeleteRangeRequest,
     ) -> Result<DeleteRangeResponse> {
-        let prevs = self.stage_delete(t, &KeyRange::new(&req.key, &req.range_end))?;
+        let (deleted, prev_kvs) =
+            self.stage_delete(t, &KeyRange::new(&req.key, &req.range_end), req.prev_kv)?;
         Ok(DeleteRangeResponse {
             header: Some(header(t.read_rev())),
-            deleted: prevs.len() as i64,
-            prev_kvs: if req.prev_kv { prevs } else { Vec::new() },
+            deleted,
+            prev_kvs,
         })
     }
 
@@ -504,33 +525,29 @@ impl Applier<'_> {
             return Ok(());
         }
         let mut kv = self.wtx.open_table(KV_TABLE)?;
-        for c in &t.changes {
-            let rec = if c.delete {
-                Record::tombstone(&c.kv.key)
-            } else {
-                Record::put(
-                    &c.kv.key,
-                    &c.kv.value,
-                    c.kv.create_revision,
-                    c.kv.version,
-                    c.kv.lease,
-                )
+        for (sub, ev) in t.changes.iter().enumerate() {
+            let rev = Revision::new(t.begin + 1, sub as i64);
+            let Some(c) = &ev.kv else {
+                return Err(internal("mvcc: staged event without a kv".to_string()));
             };
-            kv.insert(&c.rev.encode(), &rec.encode(c.rev))?;
+            let rec = if ev.r#type == EventType::Delete as i32 {
+                Record::tombstone(&c.key)
+            } else {
+                Record::put(&c.key, &c.value, c.create_revision, c.version, c.lease)
+            };
+            kv.insert(&rev.encode(), &rec.encode(rev))?;
         }
         self.batch.current_rev = t.begin + 1;
-        self.batch.keys.extend(t.staged);
-        self.batch
-            .events
-            .extend(t.changes.into_iter().map(|c| Event {
-                r#type: if c.delete {
-                    EventType::Delete
-                } else {
-                    EventType::Put
-                } as i32,
-                kv: Some(c.kv),
-                prev_kv: c.prev,
-            }));
+        if self.batch.keys.is_empty() {
+            self.batch.keys = t.staged; // no second copy of a big command's entries
+        } else {
+            self.batch.keys.extend(t.staged);
+        }
+        if self.batch.events.is_empty() {
+            self.batch.events = t.changes;
+        } else {
+            self.batch.events.extend(t.changes);
+        }
         Ok(())
     }
 
@@ -817,7 +834,7 @@ impl Applier<'_> {
         // Every attached key goes in one revision, in key order.
         let mut t = TxnCtx::new(self.batch.current_rev);
         for key in self.attached_keys(req.id) {
-            self.stage_delete(&mut t, &KeyRange::Single(key))?;
+            self.stage_delete(&mut t, &KeyRange::Single(key), false)?;
         }
         self.finish_txn(t)?;
         self.wtx

@@ -1,6 +1,7 @@
 //! Reading history in revision order: events for watchers, and the consistency hashes.
 
 use std::collections::HashSet;
+use std::sync::atomic::Ordering;
 
 use mnemo_proto::mvccpb::{event::EventType, Event};
 use mnemo_storage::{ReadTransaction, Table};
@@ -171,6 +172,10 @@ fn hash_history(p: &Pinned, upto: i64) -> Result<u32> {
 }
 
 impl History for Store {
+    fn set_prev_kv_watchers(&self, count: usize) {
+        self.prev_kv_watchers.store(count, Ordering::Release);
+    }
+
     fn current_revision(&self) -> i64 {
         Store::current_revision(self)
     }

@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -103,6 +104,9 @@ pub struct Store {
     path: Option<PathBuf>,
     opts: DatabaseOptions,
     size_in_use: Arc<Mutex<SizeInUse>>,
+    /// Watchers that asked for prev_kv, as last told by the watch hub;
+    /// `usize::MAX` until a hub attaches (then every batch fills prev_kv).
+    pub(crate) prev_kv_watchers: AtomicUsize,
 }
 
 /// History records an apply batch removes from the page file, at most, after a
@@ -262,6 +266,7 @@ impl Store {
             path: None,
             opts: DatabaseOptions::default(),
             size_in_use: Arc::default(),
+            prev_kv_watchers: AtomicUsize::new(usize::MAX),
         })
     }
 

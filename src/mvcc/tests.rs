@@ -7,10 +7,13 @@ use mnemo_proto::etcdserverpb::request_op::Request;
 use mnemo_proto::etcdserverpb::response_op::Response;
 use mnemo_proto::etcdserverpb::{
     AlarmMember, AlarmRequest, AlarmType, CompactionRequest, Compare, DeleteRangeRequest,
-    LeaseCheckpoint, LeaseCheckpointRequest, LeaseGrantRequest, LeaseRevokeRequest, PutRequest,
-    RangeRequest, RequestOp, TxnRequest, TxnResponse,
+    DeleteRangeResponse, LeaseCheckpoint, LeaseCheckpointRequest, LeaseGrantRequest,
+    LeaseRevokeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest, TxnResponse,
+    WatchCreateRequest,
 };
 use mnemo_proto::mvccpb::{event::EventType, KeyValue};
+use std::sync::Arc;
+
 use mnemo_storage::Durability;
 use tempfile::TempDir;
 
@@ -1329,4 +1332,144 @@ fn large_values_round_trip_through_overflow_pages() {
         CommandResponse::DeleteRange(r) => assert_eq!(r.prev_kvs[0].value, big),
         other => panic!("{other:?}"),
     }
+}
+
+/// Reads one watch update (events of one revision) within 10 s.
+async fn watch_update(rx: &mut watch::WatchReceiver) -> watch::WatchUpdate {
+    loop {
+        let item = tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv())
+            .await
+            .expect("an item within 10s")
+            .expect("stream open");
+        match item {
+            watch::StreamItem::Update(u) => return u,
+            watch::StreamItem::Created { .. } => {}
+            other => panic!("expected an update, got {other:?}"),
+        }
+    }
+}
+
+/// A big delete with a watch hub attached: prev_kv is read for the response and the
+/// events only when someone asked for it, and every result stays etcd's, including for
+/// a prev_kv watcher created while the batch that omits prev_kv is open.
+#[tokio::test]
+async fn big_delete_results_with_and_without_prev_kv_and_watchers() {
+    const N: usize = 3000;
+    let (_d, s) = open();
+    let s = Arc::new(s);
+    let mut a = s.begin_apply().unwrap();
+    for i in 0..N {
+        let r = a.apply(&Command::new(Op::Put(preq(
+            &format!("/p/{i:05}"),
+            &format!("v{i}"),
+        ))));
+        assert!(matches!(r, CommandResponse::Put(_)));
+    }
+    a.commit(Durability::Deferred).unwrap();
+    put(&s, "/p/00007", "again"); // version 2, mod revision N + 2
+    let hub = watch::WatchHub::new(Arc::clone(&s) as Arc<dyn History>);
+    let expect_prev = |i: usize| -> KeyValue {
+        if i == 7 {
+            KeyValue {
+                key: b"/p/00007".to_vec(),
+                create_revision: 9,
+                mod_revision: N as i64 + 2,
+                version: 2,
+                value: b"again".to_vec(),
+                lease: 0,
+            }
+        } else {
+            KeyValue {
+                key: format!("/p/{i:05}").into_bytes(),
+                create_revision: i as i64 + 2,
+                mod_revision: i as i64 + 2,
+                version: 1,
+                value: format!("v{i}").into_bytes(),
+                lease: 0,
+            }
+        }
+    };
+    let delete = |key: &str, end: &str, prev_kv: bool| -> (DeleteRangeResponse, Applied) {
+        let mut a = s.begin_apply().unwrap();
+        let r = a.apply(&Command::new(Op::DeleteRange(DeleteRangeRequest {
+            key: key.into(),
+            range_end: end.into(),
+            prev_kv,
+        })));
+        let applied = a.commit(Durability::Deferred).unwrap();
+        match r {
+            CommandResponse::DeleteRange(r) => (r, applied),
+            other => panic!("delete failed: {other:?}"),
+        }
+    };
+
+    // No watcher: the response still has exact prev_kvs when asked; events omit them.
+    let (r, applied) = delete("/p/00000", "/p/01000", true);
+    assert_eq!(r.deleted, 1000);
+    assert_eq!(r.prev_kvs, (0..1000).map(expect_prev).collect::<Vec<_>>());
+    assert!(applied.prev_kv_omitted);
+    assert_eq!(applied.events.len(), 1000);
+    assert!(applied.events.iter().all(|e| e.prev_kv.is_none()
+        && e.r#type == EventType::Delete as i32
+        && e.kv.as_ref().unwrap().mod_revision == N as i64 + 3));
+    hub.notify(&applied);
+    let (r, applied) = delete("/p/01000", "/p/01500", false);
+    assert_eq!((r.deleted, r.prev_kvs.len()), (500, 0));
+    hub.notify(&applied);
+
+    // A prev_kv watcher created after the batch began still gets prev_kv (from history).
+    let (stream, mut rx) = hub.new_stream();
+    let mut a = s.begin_apply().unwrap();
+    stream
+        .watch(&WatchCreateRequest {
+            key: b"/p/".to_vec(),
+            range_end: b"/p0".to_vec(),
+            prev_kv: true,
+            ..Default::default()
+        })
+        .unwrap();
+    let r = a.apply(&Command::new(Op::DeleteRange(DeleteRangeRequest {
+        key: "/p/01500".into(),
+        range_end: "/p/02000".into(),
+        prev_kv: false,
+    })));
+    assert!(matches!(r, CommandResponse::DeleteRange(ref d) if d.deleted == 500));
+    let applied = a.commit(Durability::Deferred).unwrap();
+    assert!(applied.prev_kv_omitted);
+    hub.notify(&applied);
+    let mut got = Vec::new();
+    while got.len() < 500 {
+        let u = watch_update(&mut rx).await;
+        got.extend(u.events);
+    }
+    assert_eq!(got.len(), 500);
+    for (j, e) in got.iter().enumerate() {
+        assert_eq!(e.prev_kv.as_ref(), Some(&expect_prev(1500 + j)));
+    }
+
+    // With the watcher in place, batches fill prev_kv again.
+    let (r, applied) = delete("/p/02000", "/p0", false);
+    assert_eq!((r.deleted, r.prev_kvs.len()), (1000, 0));
+    assert!(!applied.prev_kv_omitted);
+    assert!(applied
+        .events
+        .iter()
+        .enumerate()
+        .all(|(j, e)| e.prev_kv.as_ref() == Some(&expect_prev(2000 + j))));
+    hub.notify(&applied);
+    let mut got = Vec::new();
+    while got.len() < 1000 {
+        got.extend(watch_update(&mut rx).await.events);
+    }
+    assert_eq!(got, applied.events);
+
+    // Once the watcher is gone, they are omitted again.
+    drop(stream);
+    let (r, applied) = delete("/p/", "/p0", true);
+    assert_eq!((r.deleted, r.prev_kvs.len()), (0, 0));
+    put(&s, "/p/x", "1");
+    let (r, applied2) = delete("/p/x", "", true);
+    assert_eq!(r.prev_kvs.len(), 1);
+    assert!(applied2.prev_kv_omitted && applied2.events[0].prev_kv.is_none());
+    drop(applied);
 }

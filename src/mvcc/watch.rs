@@ -210,6 +210,8 @@ struct HubState {
     /// Streams whose client asked for progress while some watcher was unsynced.
     deferred_progress: BTreeSet<u64>,
     moved_aside: u64,
+    /// Watchers that asked for prev_kv (told to the history on every change).
+    prev_kv_watchers: usize,
 }
 
 struct StreamState {
@@ -295,6 +297,7 @@ impl WatchHub {
             revision: history.current_revision(),
             ..HubState::default()
         };
+        history.set_prev_kv_watchers(0);
         let shared = Arc::new(Shared {
             history,
             config,
@@ -315,13 +318,20 @@ impl WatchHub {
     /// Hands a committed batch to the watchers. Never waits for a reader; takes the
     /// hub lock for the time it takes to queue the events.
     pub fn notify(&self, applied: &Applied) {
-        self.notify_events(&applied.events, applied.revision);
+        self.notify_inner(&applied.events, applied.revision, applied.prev_kv_omitted);
     }
 
     /// [`WatchHub::notify`] with the batch's parts: `events` in revision order (each
     /// event's revision is its `kv.mod_revision`), `revision` the store's revision
     /// after the batch.
     pub fn notify_events(&self, events: &[Event], revision: i64) {
+        self.notify_inner(events, revision, false);
+    }
+
+    /// `prev_kv_omitted`: the events carry no prev_kv (the store was told no watcher
+    /// wanted it); a watcher created since that does want it is moved aside and reads
+    /// these revisions, with prev_kv, from history.
+    fn notify_inner(&self, events: &[Event], revision: i64, prev_kv_omitted: bool) {
         let mut st = self.shared.state.lock();
         let mut moved_aside = false;
         let mut matched = Vec::new();
@@ -348,7 +358,7 @@ impl WatchHub {
                 }
             }
             for (&w, evs) in &per_watcher {
-                moved_aside |= st.deliver_live(w, rev, evs);
+                moved_aside |= st.deliver_live(w, rev, evs, prev_kv_omitted);
             }
             start = end;
         }
@@ -438,6 +448,8 @@ impl WatchHub {
 
 impl Drop for WatchHub {
     fn drop(&mut self) {
+        // Without a hub, batches fill prev_kv for whoever reads `Applied::events`.
+        self.shared.history.set_prev_kv_watchers(usize::MAX);
         self.shared.signal.shutdown();
         if let Some(t) = self.sync_thread.take() {
             let _ = t.join();
@@ -453,12 +465,22 @@ impl HubState {
 
     /// Queues one revision's matching events for a synced watcher; a full queue moves
     /// the watcher aside with the response pending. True when moved aside.
-    fn deliver_live(&mut self, key: u64, rev: i64, evs: &[&Event]) -> bool {
+    fn deliver_live(&mut self, key: u64, rev: i64, evs: &[&Event], prev_kv_omitted: bool) -> bool {
         let Some(w) = self.watchers.get_mut(&key) else {
             return false;
         };
         if rev < w.next_rev {
             return false; // starts later
+        }
+        if prev_kv_omitted && w.prev_kv && evs.iter().any(|ev| w.wants(ev)) {
+            // Catch up from history, which has the previous values.
+            w.synced = false;
+            w.next_rev = rev;
+            let range = w.range.clone();
+            self.synced.remove(key, &range);
+            self.unsynced.insert(key);
+            self.moved_aside += 1;
+            return true;
         }
         let events: Vec<Event> = evs
             .iter()
@@ -506,6 +528,9 @@ impl HubState {
     /// Unlinks a watcher from the groups; the stream's id table is the caller's.
     fn remove_watcher(&mut self, key: u64) -> Option<Watcher> {
         let w = self.watchers.remove(&key)?;
+        if w.prev_kv {
+            self.prev_kv_watchers -= 1;
+        }
         if w.synced {
             self.synced.remove(key, &w.range);
         } else {
@@ -607,6 +632,9 @@ impl HubState {
         } else {
             self.unsynced.insert(key);
         }
+        if req.prev_kv {
+            self.prev_kv_watchers += 1;
+        }
         self.watchers.insert(
             key,
             Watcher {
@@ -653,6 +681,11 @@ impl WatchStream {
         let mut st = self.shared.state.lock();
         match st.create(self.key, req) {
             Ok((id, unsynced)) => {
+                if req.prev_kv {
+                    self.shared
+                        .history
+                        .set_prev_kv_watchers(st.prev_kv_watchers);
+                }
                 drop(st);
                 if unsynced {
                     self.shared.signal.wake();
@@ -681,6 +714,9 @@ impl WatchStream {
         };
         if let Some(w) = entry {
             st.remove_watcher(w);
+            self.shared
+                .history
+                .set_prev_kv_watchers(st.prev_kv_watchers);
         }
         self.outbox.purge(watch_id);
         self.outbox.push_control(StreamItem::Canceled {
@@ -744,6 +780,9 @@ impl Drop for WatchStream {
             for key in s.ids.values().flatten() {
                 st.remove_watcher(*key);
             }
+            self.shared
+                .history
+                .set_prev_kv_watchers(st.prev_kv_watchers);
         }
         st.deferred_progress.remove(&self.key);
         drop(st);
