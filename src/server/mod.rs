@@ -96,7 +96,7 @@ impl EtcdServer {
     }
 
     pub fn is_leader(&self) -> bool {
-        self.raft.status().leader == Some(self.options.member_id)
+        self.raft.raft().metrics().borrow().current_leader == Some(self.options.member_id)
     }
 
     /// A response header at `revision` (the current one when 0).
@@ -110,7 +110,8 @@ impl EtcdServer {
             cluster_id: self.options.cluster_id,
             member_id: self.options.member_id,
             revision,
-            raft_term: self.raft.status().term,
+            // Every response carries the term: read it alone, not the whole status.
+            raft_term: self.raft.raft().metrics().borrow().current_term,
         }
     }
 
