@@ -183,6 +183,39 @@ impl Stats {
     }
 }
 
+/// What a page below the high-water mark is used for, as [`crate::Database::page_map`]
+/// found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageUse {
+    /// Page 0: the file header and the commit slots.
+    Header,
+    /// A page of tree `tree` (an index into [`PageMap::trees`]).
+    Tree { tree: u32, kind: PageKind },
+    /// Listed in the free DB.
+    Free,
+    /// Neither reachable nor free: leaked, or unreadable.
+    Unreferenced,
+}
+
+/// Which tree every page of a committed state belongs to, for inspectors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageMap {
+    pub page_size: u64,
+    pub page_count: u64,
+    pub file_len: u64,
+    /// Tree names: `PageMap::CATALOG`, `PageMap::FREE_DB`, then the tables.
+    pub trees: Vec<String>,
+    /// One entry per page below the page count that lies inside the file.
+    pub uses: Vec<PageUse>,
+}
+
+impl PageMap {
+    /// Index of the catalog in [`PageMap::trees`].
+    pub const CATALOG: u32 = 0;
+    /// Index of the free DB in [`PageMap::trees`].
+    pub const FREE_DB: u32 = 1;
+}
+
 /// What [`crate::Database::check`] found.
 #[derive(Debug, Clone, Default)]
 pub struct CheckReport {
@@ -214,11 +247,36 @@ struct Walker<'a> {
     past_end: std::collections::BTreeMap<PageId, Mark>,
     problems: Vec<String>,
     stats: Stats,
+    /// Filled for [`page_map`] only.
+    uses: Option<Vec<PageUse>>,
 }
 
 /// Walks the whole committed state: every page below the high-water mark must be
 /// reachable exactly once or listed free exactly once; checksums match; keys ordered.
 pub(crate) fn check(inner: &Inner, snap: &Snapshot) -> Result<CheckReport> {
+    walk_all(inner, snap, false).map(|(report, _)| report)
+}
+
+/// The walk of [`check`], recording which tree each page belongs to.
+pub(crate) fn page_map(inner: &Inner, snap: &Snapshot) -> Result<(CheckReport, PageMap)> {
+    let (report, uses) = walk_all(inner, snap, true)?;
+    let mut trees = vec!["(catalog)".to_string(), "(free db)".to_string()];
+    trees.extend(report.stats.tables.iter().map(|(name, _)| name.clone()));
+    let map = PageMap {
+        page_size: report.stats.page_size,
+        page_count: report.stats.page_count,
+        file_len: report.stats.file_len,
+        trees,
+        uses: uses.unwrap_or_default(),
+    };
+    Ok((report, map))
+}
+
+fn walk_all(
+    inner: &Inner,
+    snap: &Snapshot,
+    want_uses: bool,
+) -> Result<(CheckReport, Option<Vec<PageUse>>)> {
     let file_pages = inner.backend.len()? / inner.page_size as u64;
     let tracked = snap.page_count.min(file_pages.max(1));
     let mut w = Walker {
@@ -234,23 +292,36 @@ pub(crate) fn check(inner: &Inner, snap: &Snapshot) -> Result<CheckReport> {
             file_len: inner.backend.len()?,
             ..Stats::default()
         },
+        uses: None,
     };
+    if want_uses {
+        let mut uses = vec![PageUse::Unreferenced; w.marks.len()];
+        if let Some(u) = uses.first_mut() {
+            *u = PageUse::Header;
+        }
+        w.uses = Some(uses);
+    }
     if let Some(m) = w.marks.first_mut() {
         *m = Mark::Reachable; // the header page
     }
     let mut catalog = TreeStats::default();
     let mut tables = Vec::new();
-    w.walk(snap.catalog, Tree::Catalog, &mut catalog, &mut tables);
+    let catalog_owner = Owner(Tree::Catalog, PageMap::CATALOG);
+    w.walk(snap.catalog, catalog_owner, &mut catalog, &mut tables);
     let mut freedb = TreeStats::default();
     let mut free_ids = Vec::new();
-    w.walk(snap.freedb, Tree::FreeDb, &mut freedb, &mut free_ids);
+    let freedb_owner = Owner(Tree::FreeDb, PageMap::FREE_DB);
+    w.walk(snap.freedb, freedb_owner, &mut freedb, &mut free_ids);
     for id in free_ids {
-        w.mark(id, Mark::Free, "listed free");
+        if w.mark(id, Mark::Free, "listed free") {
+            w.record_use(id, PageUse::Free);
+        }
     }
     let mut table_stats = Vec::new();
-    for (name, meta) in tables {
+    for (n, (name, meta)) in tables.into_iter().enumerate() {
         let mut ts = TreeStats::default();
-        w.walk(meta.root, Tree::Table, &mut ts, &mut Vec::<PageId>::new());
+        let owner = Owner(Tree::Table, 2 + n as u32);
+        w.walk(meta.root, owner, &mut ts, &mut Vec::<PageId>::new());
         if ts.entries != meta.len {
             w.problems.push(format!(
                 "table {name:?}: catalog says {} entries, tree holds {}",
@@ -300,11 +371,18 @@ pub(crate) fn check(inner: &Inner, snap: &Snapshot) -> Result<CheckReport> {
     w.stats.catalog = catalog;
     w.stats.freedb = freedb;
     w.stats.tables = table_stats;
-    Ok(CheckReport {
-        problems: w.problems,
-        stats: w.stats,
-    })
+    Ok((
+        CheckReport {
+            problems: w.problems,
+            stats: w.stats,
+        },
+        w.uses,
+    ))
 }
+
+/// The tree a walk is in, and its index in [`PageMap::trees`].
+#[derive(Clone, Copy)]
+struct Owner(Tree, u32);
 
 /// Items collected from a tree's leaves for the caller: tables from the catalog, free page
 /// ids from the free DB.
@@ -339,6 +417,16 @@ impl Collect for Vec<PageId> {
 }
 
 impl Walker<'_> {
+    fn record_use(&mut self, id: PageId, what: PageUse) {
+        let slot = self
+            .uses
+            .as_mut()
+            .and_then(|u| usize::try_from(id).ok().and_then(|i| u.get_mut(i)));
+        if let Some(slot) = slot {
+            *slot = what;
+        }
+    }
+
     fn mark(&mut self, id: PageId, as_: Mark, what: &str) -> bool {
         let in_file = usize::try_from(id).ok().filter(|&i| i < self.marks.len());
         let m = match in_file {
@@ -382,12 +470,12 @@ impl Walker<'_> {
     fn walk<C: Collect>(
         &mut self,
         root: Option<ChildRef>,
-        tree: Tree,
+        owner: Owner,
         ts: &mut TreeStats,
         out: &mut C,
     ) {
         if let Some(r) = root {
-            self.walk_page(r, tree, ts, out, Bound::Unbounded, Bound::Unbounded, 1);
+            self.walk_page(r, owner, ts, out, Bound::Unbounded, Bound::Unbounded, 1);
         }
     }
 
@@ -395,7 +483,7 @@ impl Walker<'_> {
     fn walk_page<C: Collect>(
         &mut self,
         r: ChildRef,
-        tree: Tree,
+        owner: Owner,
         ts: &mut TreeStats,
         out: &mut C,
         lo: Bound<Vec<u8>>,
@@ -432,7 +520,18 @@ impl Walker<'_> {
             ));
         }
         ts.depth = ts.depth.max(depth);
-        match PageKind::from_byte(page::kind_byte(&p)) {
+        let tree = owner.0;
+        let kind = PageKind::from_byte(page::kind_byte(&p));
+        if let Some(kind) = kind {
+            self.record_use(
+                r.page,
+                PageUse::Tree {
+                    tree: owner.1,
+                    kind,
+                },
+            );
+        }
+        match kind {
             Some(PageKind::Branch) => {
                 let b = BranchPage::new(&p);
                 ts.branch_pages += 1;
@@ -455,7 +554,7 @@ impl Walker<'_> {
                             i - 1
                         ));
                     }
-                    self.walk_page(b.child(i), tree, ts, out, clo, chi, depth + 1);
+                    self.walk_page(b.child(i), owner, ts, out, clo, chi, depth + 1);
                 }
             }
             Some(PageKind::Leaf) => {
@@ -472,7 +571,7 @@ impl Walker<'_> {
                     }
                     let (bytes, overflow) = leaf.stored_value(i);
                     if overflow {
-                        self.walk_overflow(r.page, bytes, ts);
+                        self.walk_overflow(r.page, bytes, owner, ts);
                     } else if tree != Tree::Table {
                         out.collect(self, r.page, leaf.key(i), bytes);
                     }
@@ -484,7 +583,7 @@ impl Walker<'_> {
         }
     }
 
-    fn walk_overflow(&mut self, at: PageId, desc: &[u8], ts: &mut TreeStats) {
+    fn walk_overflow(&mut self, at: PageId, desc: &[u8], owner: Owner, ts: &mut TreeStats) {
         let Ok(r) = decode_overflow(desc) else {
             self.problems
                 .push(format!("page {at}: malformed overflow descriptor"));
@@ -494,7 +593,16 @@ impl Walker<'_> {
         match btree::overflow_pages(&src, r) {
             Ok(ids) => {
                 for id in &ids {
-                    self.mark(*id, Mark::Reachable, "in an overflow chain");
+                    if self.mark(*id, Mark::Reachable, "in an overflow chain") {
+                        let kind = PageKind::Overflow;
+                        self.record_use(
+                            *id,
+                            PageUse::Tree {
+                                tree: owner.1,
+                                kind,
+                            },
+                        );
+                    }
                 }
                 ts.overflow_pages += ids.len() as u64;
                 ts.overflow_bytes += r.len;

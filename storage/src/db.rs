@@ -357,6 +357,12 @@ impl Database {
         crate::check::check(&self.inner, &rtx.snap)
     }
 
+    /// The walk of [`Database::check`], also recording which tree each page belongs to.
+    pub fn page_map(&self) -> Result<(crate::check::CheckReport, crate::check::PageMap)> {
+        let rtx = self.begin_read()?;
+        crate::check::page_map(&self.inner, &rtx.snap)
+    }
+
     /// Page counts, free space and tree shapes (the same walk as [`Database::check`]).
     pub fn stats(&self) -> Result<crate::check::Stats> {
         self.check().map(|r| r.stats)
@@ -400,6 +406,42 @@ impl ReadTransaction {
     /// Names and entry counts of every table.
     pub fn list_tables(&self) -> Result<Vec<(String, u64)>> {
         list_tables(&*self.inner, self.snap.catalog)
+    }
+
+    /// Copies every table named in `tables` (every table when `None`) into `dst`, creating
+    /// tables there as needed, in key order, committing deferred every
+    /// `entries_per_commit` entries and durably at the end. Because entries arrive in key
+    /// order, `dst`'s leaves come out full and its pages in tree order: this is how a
+    /// compact copy of a file is made. Returns the entries copied.
+    pub fn copy_into(
+        &self,
+        dst: &Database,
+        tables: Option<&[&str]>,
+        entries_per_commit: usize,
+    ) -> Result<u64> {
+        let names: Vec<String> = match tables {
+            Some(t) => t.iter().map(|n| n.to_string()).collect(),
+            None => self.list_tables()?.into_iter().map(|(n, _)| n).collect(),
+        };
+        let mut w = dst.begin_write()?;
+        for name in &names {
+            w.open_table(name)?;
+        }
+        let mut n = 0u64;
+        for name in &names {
+            let src = self.open_table(name)?;
+            for e in src.iter()? {
+                let e = e?;
+                w.open_table(name)?.insert(e.key(), e.value())?;
+                n += 1;
+                if n.is_multiple_of(entries_per_commit.max(1) as u64) {
+                    w.commit(Durability::Deferred)?;
+                    w = dst.begin_write()?;
+                }
+            }
+        }
+        w.commit(Durability::Durable)?;
+        Ok(n)
     }
 }
 

@@ -16,13 +16,14 @@ pub mod check;
 mod compact;
 mod db;
 pub mod error;
-mod header;
+pub mod header;
+pub mod inspect;
 pub mod page;
 pub mod wal;
 mod write;
 
 pub use backend::{CrashMode, FaultBackend, FileBackend, MemoryBackend, StorageBackend, TestRng};
-pub use check::{CheckReport, Stats, TreeStats};
+pub use check::{CheckReport, PageMap, PageUse, Stats, TreeStats};
 pub use compact::{CompactCursor, CompactStep};
 pub use db::{
     Database, DatabaseOptions, Durability, Entry, OpenReport, Range, ReadTransaction, Table,

@@ -36,6 +36,7 @@ use crate::error::{Location, Result, StorageError};
 
 pub use dir::{FaultDir, FsDir, WalDir};
 pub use recovery::RecoveryReport;
+pub use segment::{parse_name as segment_kind, FileKind};
 
 use index::{DiskLoc, LogIndex, Slot};
 use record::{
