@@ -447,24 +447,7 @@ impl Store {
             Err(e) => return Err(internal(format!("snapshot: removing {path:?}: {e}"))),
         }
         let out = Database::open_path(path, self.opts.clone())?;
-        let mut w = out.begin_write()?;
-        for name in TABLES {
-            w.open_table(name)?;
-        }
-        let mut n = 0usize;
-        for name in TABLES {
-            let src = rtx.open_table(name)?;
-            for e in src.iter()? {
-                let e = e?;
-                w.open_table(name)?.insert(e.key(), e.value())?;
-                n += 1;
-                if n.is_multiple_of(ENTRIES_PER_COMMIT) {
-                    w.commit(Durability::Deferred)?;
-                    w = out.begin_write()?;
-                }
-            }
-        }
-        w.commit(Durability::Durable)?;
+        rtx.copy_into(&out, Some(&TABLES), ENTRIES_PER_COMMIT)?;
         Ok(out.file_len()?)
     }
 

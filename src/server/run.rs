@@ -51,54 +51,65 @@ impl DirLock {
 /// Runs the member `config` describes until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> Result<()> {
     let signal = shutdown_signal()?;
-    let local = config.local_member();
-    let member = Member {
-        name: config.name.clone(),
-        peer_urls: local.peer_urls.iter().map(|u| u.to_string()).collect(),
-        client_urls: config
-            .advertise_client_urls
+    serve(
+        ServerOptions::from_config(&config),
+        config.client_bind_addrs(),
+        signal,
+    )
+    .await
+}
+
+impl ServerOptions {
+    /// What the server takes from a configuration.
+    pub fn from_config(config: &Config) -> ServerOptions {
+        let local = config.local_member();
+        let member = Member {
+            name: config.name.clone(),
+            peer_urls: local.peer_urls.iter().map(|u| u.to_string()).collect(),
+            client_urls: config
+                .advertise_client_urls
+                .iter()
+                .map(|u| u.to_string())
+                .collect(),
+        };
+        let initial_members: BTreeMap<u64, Member> = config
+            .initial_cluster
             .iter()
-            .map(|u| u.to_string())
-            .collect(),
-    };
-    let initial_members: BTreeMap<u64, Member> = config
-        .initial_cluster
-        .iter()
-        .map(|m| {
-            let client_urls = if m.id == local.id {
-                member.client_urls.clone()
-            } else {
-                vec![]
-            };
-            let peer_urls = m.peer_urls.iter().map(|u| u.to_string()).collect();
-            (
-                m.id,
-                Member {
-                    name: m.name.clone(),
-                    peer_urls,
-                    client_urls,
-                },
-            )
-        })
-        .collect();
-    let options = ServerOptions {
-        member_id: config.member_id(),
-        cluster_id: config.cluster_id(),
-        member,
-        member_dir: config.data_dir.join("member"),
-        max_request_bytes: config.max_request_bytes,
-        max_txn_ops: config.max_txn_ops,
-        quota_backend_bytes: config.quota_backend_bytes.unwrap_or(DEFAULT_QUOTA_BYTES),
-        heartbeat_ms: config.heartbeat_interval.as_millis() as u64,
-        election_timeout_ms: config.election_timeout.as_millis() as u64,
-        snapshot_count: config.snapshot_count,
-        initial_members,
-        new_cluster: config.initial_cluster_state == ClusterState::New,
-        auto_compaction: config.auto_compaction,
-        watch_progress_notify_interval: config.watch_progress_notify_interval,
-        wal_force_pwrite: config.wal_force_pwrite,
-    };
-    serve(options, config.client_bind_addrs(), signal).await
+            .map(|m| {
+                let client_urls = if m.id == local.id {
+                    member.client_urls.clone()
+                } else {
+                    vec![]
+                };
+                let peer_urls = m.peer_urls.iter().map(|u| u.to_string()).collect();
+                (
+                    m.id,
+                    Member {
+                        name: m.name.clone(),
+                        peer_urls,
+                        client_urls,
+                    },
+                )
+            })
+            .collect();
+        ServerOptions {
+            member_id: config.member_id(),
+            cluster_id: config.cluster_id(),
+            member,
+            member_dir: config.data_dir.join("member"),
+            max_request_bytes: config.max_request_bytes,
+            max_txn_ops: config.max_txn_ops,
+            quota_backend_bytes: config.quota_backend_bytes.unwrap_or(DEFAULT_QUOTA_BYTES),
+            heartbeat_ms: config.heartbeat_interval.as_millis() as u64,
+            election_timeout_ms: config.election_timeout.as_millis() as u64,
+            snapshot_count: config.snapshot_count,
+            initial_members,
+            new_cluster: config.initial_cluster_state == ClusterState::New,
+            auto_compaction: config.auto_compaction,
+            watch_progress_notify_interval: config.watch_progress_notify_interval,
+            wal_force_pwrite: config.wal_force_pwrite,
+        }
+    }
 }
 
 /// How long a graceful shutdown waits for client connections to finish.
