@@ -5,9 +5,11 @@
 //! and HTTP/1.1 for the rest.
 
 pub mod cluster;
+pub mod election;
 pub mod http;
 pub mod kv;
 pub mod lease;
+pub mod lock;
 pub mod maintenance;
 pub mod watch;
 
@@ -17,6 +19,8 @@ use mnemo_proto::etcdserverpb::cluster_server::ClusterServer;
 use mnemo_proto::etcdserverpb::kv_server::KvServer;
 use mnemo_proto::etcdserverpb::lease_server::LeaseServer;
 use mnemo_proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use mnemo_proto::v3electionpb::election_server::ElectionServer;
+use mnemo_proto::v3lockpb::lock_server::LockServer;
 use tonic::service::Routes;
 use tonic::transport::server::Router;
 use tonic_health::server::HealthReporter;
@@ -60,6 +64,14 @@ pub fn router(server: Arc<EtcdServer>) -> Router {
         .into_server()
         .max_decoding_message_size(max_recv)
         .max_encoding_message_size(usize::MAX);
+    let lock = LockServer::new(lock::LockService {
+        server: server.clone(),
+    })
+    .max_decoding_message_size(max_recv);
+    let election = ElectionServer::new(election::ElectionService {
+        server: server.clone(),
+    })
+    .max_decoding_message_size(max_recv);
     let (reporter, health) = tonic_health::server::health_reporter();
     tokio::spawn(report_health(Arc::downgrade(&server), reporter));
     let grpc = Routes::new(kv)
@@ -67,6 +79,8 @@ pub fn router(server: Arc<EtcdServer>) -> Router {
         .add_service(lease)
         .add_service(maintenance)
         .add_service(cluster)
+        .add_service(lock)
+        .add_service(election)
         .add_service(health)
         .into_axum_router();
     let routes = grpc.merge(http::routes(server)).fallback(http::fallback);

@@ -6,6 +6,9 @@
 //! the local store), and fills every response header.
 
 mod compactor;
+mod concurrency;
+mod election;
+mod lock;
 mod metrics;
 mod run;
 pub mod validate;
