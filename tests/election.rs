@@ -345,3 +345,27 @@ async fn a_candidate_whose_key_is_deleted_while_waiting_is_not_leader() {
         (Code::Unknown, "election: not leader")
     );
 }
+
+#[tokio::test]
+async fn sigterm_with_a_campaign_waiting_and_an_observer_open_exits_cleanly() {
+    let mut m = MnemoProcess::start(&[]);
+    let mut leases = m.lease().await;
+    let mut kv = m.kv().await;
+    let (l1, l2) = (grant(&mut leases, 60).await, grant(&mut leases, 60).await);
+    let mut e = m.election().await;
+    e.campaign(campaign("stop", l1, "a")).await.unwrap();
+    let mut observer = m.election().await;
+    let mut changes = observer
+        .observe(LeaderRequest {
+            name: "stop".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(next(&mut changes).await.1, "a");
+    let mut waiter = m.election().await;
+    let _waiting = tokio::spawn(async move { waiter.campaign(campaign("stop", l2, "b")).await });
+    wait_for_key(&mut kv, format!("stop/{l2:x}").as_bytes()).await;
+    let status = m.terminate();
+    assert_eq!(status.code(), Some(0), "{}", m.stderr());
+}
