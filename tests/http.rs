@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::{http_request, MnemoProcess};
+use common::{http_request, MemberAddrs, MnemoProcess};
 use mnemo_proto::etcdserverpb::PutRequest;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -72,6 +72,27 @@ async fn grpc_health_reports_serving_with_a_leader() {
 }
 
 #[tokio::test]
+async fn a_grpc_call_to_an_unknown_service_is_unimplemented_not_404() {
+    use mnemo_proto::etcdserverpb::{RangeRequest, RangeResponse};
+    use tonic::codec::ProstCodec;
+    use tonic::codegen::http::uri::PathAndQuery;
+
+    let m = MnemoProcess::start(&[]);
+    let mut grpc = tonic::client::Grpc::new(m.channel().await);
+    grpc.ready().await.unwrap();
+    let codec: ProstCodec<RangeRequest, RangeResponse> = ProstCodec::default();
+    let e = grpc
+        .unary(
+            tonic::Request::new(RangeRequest::default()),
+            PathAndQuery::from_static("/nosuch.v1.Nothing/Call"),
+            codec,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unimplemented);
+}
+
+#[tokio::test]
 async fn health_is_503_while_the_nospace_alarm_is_raised() {
     let m = MnemoProcess::start(&["--quota-backend-bytes", "1048576"]);
     let mut kv = m.kv().await;
@@ -101,6 +122,51 @@ async fn health_is_503_while_the_nospace_alarm_is_raised() {
     assert_eq!(http_request(m.client_addr(), "GET", "/readyz").status, 503);
     let metrics = parse_metrics(&http_request(m.client_addr(), "GET", "/metrics").body);
     assert!(metrics["etcd_server_health_failures"] >= 2.0);
+}
+
+#[tokio::test]
+async fn without_a_leader_health_is_503_and_grpc_health_not_serving() {
+    // One member of three, the others never started: no quorum, no leader. The member
+    // serves clients after waiting ten election timeouts for one.
+    let addrs: Vec<MemberAddrs> = ["m1", "m2", "m3"]
+        .iter()
+        .map(|n| MemberAddrs::new(n))
+        .collect();
+    let initial_cluster = addrs
+        .iter()
+        .map(|a| format!("{}={}", a.name, a.peer_url()))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut m = MnemoProcess::spawn_member(
+        addrs[0].clone(),
+        initial_cluster,
+        &["--heartbeat-interval=20", "--election-timeout=100"],
+        &[],
+    );
+    m.wait_ready();
+    let addr = m.client_addr();
+    for path in ["/health", "/health?serializable=true"] {
+        let r = http_request(addr, "GET", path);
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (503, "{\"health\":\"false\"}\n"),
+            "{path}"
+        );
+    }
+    assert_eq!(http_request(addr, "GET", "/readyz").status, 503);
+    assert_eq!(http_request(addr, "GET", "/livez").status, 200);
+    let metrics = parse_metrics(&http_request(addr, "GET", "/metrics").body);
+    assert_eq!(metrics["etcd_server_has_leader"], 0.0);
+    assert_eq!(metrics["etcd_server_is_leader"], 0.0);
+    let mut health = HealthClient::new(m.channel().await);
+    let r = health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.status, ServingStatus::NotServing as i32);
 }
 
 /// Parses the text exposition format: every line is `# HELP`, `# TYPE` or a sample
