@@ -243,6 +243,41 @@ async fn a_lease_revoked_while_waiting_ends_the_wait_with_lease_not_found() {
 }
 
 #[tokio::test]
+async fn a_lease_that_expires_while_waiting_ends_the_wait_with_lease_not_found() {
+    // Short election timeouts let a 1 s lease stand (the minimum TTL follows them).
+    let m = MnemoProcess::start(&["--heartbeat-interval=20", "--election-timeout=200"]);
+    let mut leases = m.lease().await;
+    let (l1, short) = (grant(&mut leases, 60).await, grant(&mut leases, 1).await);
+    let mut a = m.lock().await;
+    let held = a
+        .lock(LockRequest {
+            name: b"mtx".to_vec(),
+            lease: l1,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // Nobody keeps the short lease alive: the wait ends when the leader's clock expires it.
+    let e = a
+        .lock(LockRequest {
+            name: b"mtx".to_vec(),
+            lease: short,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), e.message()),
+        (Code::Unknown, "etcdserver: requested lease not found")
+    );
+    let mut kv = m.kv().await;
+    assert_eq!(
+        create_revision(&mut kv, &lock_key("mtx", short)).await,
+        None
+    );
+    assert!(create_revision(&mut kv, &held.key).await.is_some());
+}
+
+#[tokio::test]
 async fn a_waiter_that_goes_away_leaves_no_key_behind() {
     let m = MnemoProcess::start(&[]);
     let mut leases = m.lease().await;
