@@ -26,6 +26,13 @@ pub enum Error {
     LeaseNotFound,
     LeaseExist,
     LeaseTtlTooLarge,
+    // Lock and Election (etcd's concurrency package: plain errors, code Unknown).
+    /// A lock waiter's key was deleted while its lease still exists.
+    LockSessionExpired,
+    ElectionNotLeader,
+    ElectionNoLeader,
+    /// Proclaim or Resign without a leader key.
+    MissingLeaderKey,
     // Cluster and raft.
     NoLeader,
     NotLeader,
@@ -94,6 +101,12 @@ impl Error {
                 Code::OutOfRange,
                 Borrowed("etcdserver: too large lease TTL"),
             ),
+            Error::LockSessionExpired => (Code::Unknown, Borrowed("mutex: session is expired")),
+            Error::ElectionNotLeader => (Code::Unknown, Borrowed("election: not leader")),
+            Error::ElectionNoLeader => (Code::Unknown, Borrowed("election: no leader")),
+            Error::MissingLeaderKey => {
+                (Code::Unknown, Borrowed("\"leader\" field must be provided"))
+            }
             Error::NoLeader => (Code::Unavailable, Borrowed("etcdserver: no leader")),
             Error::NotLeader => (Code::FailedPrecondition, Borrowed("etcdserver: not leader")),
             Error::Timeout => (Code::Unavailable, Borrowed("etcdserver: request timed out")),
@@ -106,6 +119,15 @@ impl Error {
             Error::Internal(msg) => (Code::Unavailable, Owned(format!("etcdserver: {msg}"))),
             Error::InvalidArgument(msg) => (Code::InvalidArgument, Owned(msg.clone())),
         }
+    }
+}
+
+impl Error {
+    /// The status of an error from the Lock or Election service. etcd runs those over its
+    /// own client inside the server; that client turns etcd's errors into plain errors,
+    /// so they reach the caller with code Unknown and etcd's message, and so do ours.
+    pub fn concurrency_status(self) -> Status {
+        Status::new(Code::Unknown, self.code_and_message().1)
     }
 }
 
@@ -150,5 +172,19 @@ mod tests {
         let s = Status::from(Error::RequestTooLarge);
         assert_eq!(s.code(), Code::InvalidArgument);
         assert_eq!(s.message(), "etcdserver: request is too large");
+    }
+
+    #[test]
+    fn lock_and_election_errors_reach_callers_as_unknown_with_etcds_text() {
+        let s = Error::LeaseNotFound.concurrency_status();
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::Unknown, "etcdserver: requested lease not found")
+        );
+        let s = Error::ElectionNotLeader.concurrency_status();
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::Unknown, "election: not leader")
+        );
     }
 }

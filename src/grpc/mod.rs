@@ -1,10 +1,15 @@
 //! Thin tonic services for etcd's API. They hold no logic: each call goes to
 //! [`EtcdServer`](crate::server::EtcdServer), and errors become statuses in one place
-//! ([`crate::error`]).
+//! ([`crate::error`]). The client port serves them beside etcd's HTTP endpoints
+//! ([`http`]): one listener, HTTP/2 for gRPC (prior knowledge, as etcd's clients dial)
+//! and HTTP/1.1 for the rest.
 
 pub mod cluster;
+pub mod election;
+pub mod http;
 pub mod kv;
 pub mod lease;
+pub mod lock;
 pub mod maintenance;
 pub mod watch;
 
@@ -14,7 +19,12 @@ use mnemo_proto::etcdserverpb::cluster_server::ClusterServer;
 use mnemo_proto::etcdserverpb::kv_server::KvServer;
 use mnemo_proto::etcdserverpb::lease_server::LeaseServer;
 use mnemo_proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use mnemo_proto::v3electionpb::election_server::ElectionServer;
+use mnemo_proto::v3lockpb::lock_server::LockServer;
+use tonic::service::Routes;
 use tonic::transport::server::Router;
+use tonic_health::server::HealthReporter;
+use tonic_health::ServingStatus;
 
 use crate::server::EtcdServer;
 
@@ -23,7 +33,7 @@ use crate::server::EtcdServer;
 /// the server rather than a transport error.
 pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
-/// Every client-facing service, ready to serve.
+/// Every client-facing service and HTTP endpoint, ready to serve.
 pub fn router(server: Arc<EtcdServer>) -> Router {
     let max_recv = server.options.max_request_bytes + GRPC_OVERHEAD_BYTES;
     let kv = KvServer::new(kv::KvService {
@@ -54,11 +64,52 @@ pub fn router(server: Arc<EtcdServer>) -> Router {
         .into_server()
         .max_decoding_message_size(max_recv)
         .max_encoding_message_size(usize::MAX);
-    tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .add_service(kv)
+    let lock = LockServer::new(lock::LockService {
+        server: server.clone(),
+    })
+    .max_decoding_message_size(max_recv);
+    let election = ElectionServer::new(election::ElectionService {
+        server: server.clone(),
+    })
+    .max_decoding_message_size(max_recv);
+    let (reporter, health) = tonic_health::server::health_reporter();
+    tokio::spawn(report_health(Arc::downgrade(&server), reporter));
+    let grpc = Routes::new(kv)
         .add_service(watch)
         .add_service(lease)
         .add_service(maintenance)
         .add_service(cluster)
+        .add_service(lock)
+        .add_service(election)
+        .add_service(health)
+        .into_axum_router();
+    let routes = grpc.merge(http::routes(server)).fallback(http::fallback);
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .accept_http1(true)
+        .add_routes(Routes::from(routes))
+}
+
+/// grpc.health.v1: the server ("") is SERVING while a leader is known, NOT_SERVING
+/// while none is.
+async fn report_health(server: std::sync::Weak<EtcdServer>, reporter: HealthReporter) {
+    let Some(mut changes) = server.upgrade().map(|s| s.raft.raft().metrics()) else {
+        return;
+    };
+    let mut last = None;
+    loop {
+        let has_leader = changes.borrow_and_update().current_leader.is_some();
+        if last != Some(has_leader) {
+            let status = if has_leader {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            reporter.set_service_status("", status).await;
+            last = Some(has_leader);
+        }
+        if changes.changed().await.is_err() {
+            return;
+        }
+    }
 }

@@ -6,9 +6,14 @@
 //! the local store), and fills every response header.
 
 mod compactor;
+mod concurrency;
+mod election;
+mod lock;
+mod metrics;
 mod run;
 pub mod validate;
 
+pub use metrics::ServerCounters;
 pub use run::{run, serve, shutdown_signal, DirLock};
 
 use std::path::PathBuf;
@@ -34,6 +39,9 @@ use crate::raft::{Member, RaftNode};
 
 /// The etcd API version mnemo speaks, reported by Status and `--version`.
 pub const ETCD_VERSION: &str = "3.4.0";
+
+/// The cluster version mnemo reports (`/version`'s `etcdcluster`): etcd's major.minor.0.
+pub const ETCD_CLUSTER_VERSION: &str = "3.4.0";
 
 /// Directory under the member dir holding snapshot copies while they stream to clients;
 /// emptied at start (a crash can leave one behind).
@@ -73,6 +81,7 @@ pub struct EtcdServer {
     pub raft: RaftNode,
     pub hub: Arc<WatchHub>,
     pub lessor: Arc<Lessor>,
+    pub counters: ServerCounters,
     lease_ids: LeaseIdGenerator,
 }
 
@@ -91,6 +100,7 @@ impl EtcdServer {
             raft,
             hub,
             lessor,
+            counters: ServerCounters::default(),
             lease_ids,
         }
     }

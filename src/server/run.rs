@@ -280,16 +280,25 @@ async fn lease_expiry(server: std::sync::Weak<EtcdServer>) {
     }
 }
 
-/// Starts the lease clock when this member becomes leader, stops it when it stops being.
+/// Starts the lease clock when this member becomes leader, stops it when it stops being;
+/// counts the leaders seen.
 async fn leadership(server: std::sync::Weak<EtcdServer>) {
     let Some(mut changes) = server.upgrade().map(|s| s.raft.raft().metrics()) else {
         return;
     };
     let mut was_leader = false;
+    let mut last_leader = None;
     loop {
         let Some(s) = server.upgrade() else {
             return;
         };
+        let leader = s.raft.raft().metrics().borrow().current_leader;
+        if leader.is_some() && leader != last_leader {
+            s.counters
+                .leader_changes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            last_leader = leader;
+        }
         let is_leader = s.is_leader();
         if is_leader && !was_leader {
             let extend = std::time::Duration::from_millis(s.options.election_timeout_ms);

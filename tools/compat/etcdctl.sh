@@ -47,6 +47,18 @@ if ! command -v "$ETCDCTL" >/dev/null 2>&1; then
     fi
 fi
 echo "== $("$ETCDCTL" version | tr '\n' ' ')"
+if ! command -v curl >/dev/null 2>&1; then
+    echo "== installing curl (for the HTTP endpoints)"
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "etcdctl.sh: curl is missing and installing it needs root" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    if ! { apt-get update -qq && apt-get install -y -qq curl >/dev/null; }; then
+        echo "etcdctl.sh: cannot install curl" >&2
+        exit 1
+    fi
+fi
 
 if [ -z "$SERVER" ]; then
     echo "== cargo build --release --bin mnemo"
@@ -587,6 +599,35 @@ OUT="$(cat "$TMP/elect-bob")"
 CMD="etcdctl elect E1 bob (after alice resigned)"
 check "the next candidate is elected" $'E1/<lease>\nbob' matches $'^E1/[0-9a-f]+\nbob$'
 stop_bg "$BOB"
+
+# --- HTTP endpoints ------------------------------------------------------------------
+
+# http_get PATH: curl on the client port; sets CMD, OUT (the body), RC and HTTP_CODE.
+http_get() {
+    CMD="curl $CLIENT_URL$1"
+    OUT="$(curl -s -m 10 -w '\n%{http_code}' "$CLIENT_URL$1")"
+    RC=$?
+    HTTP_CODE="${OUT##*$'\n'}"
+    OUT="${OUT%$'\n'*}"
+    ERR=""
+}
+
+echo "== HTTP endpoints"
+http_get /health
+check "GET /health" '200 {"health":"true"}' test "$HTTP_CODE $OUT" = '200 {"health":"true"}'
+http_get "/health?serializable=true"
+check "GET /health?serializable=true" '200 {"health":"true"}' \
+    test "$HTTP_CODE $OUT" = '200 {"health":"true"}'
+http_get /version
+check "GET /version" '200 {"etcdserver":"3.4.<patch>","etcdcluster":"3.4.0"}' \
+    exited_and_matches 0 '^\{"etcdserver":"3\.4\.[0-9]+","etcdcluster":"3\.4\.0"\}$'
+http_get /metrics
+check "GET /metrics has etcd_server_has_leader 1" "a line etcd_server_has_leader 1" \
+    matches $'(^|\n)etcd_server_has_leader 1(\n|$)'
+check "GET /metrics has etcd_mvcc_db_total_size_in_bytes" "a line etcd_mvcc_db_total_size_in_bytes N" \
+    matches $'(^|\n)etcd_mvcc_db_total_size_in_bytes [0-9]'
+http_get /no-such-path
+check "GET an unknown path" "404" test "$HTTP_CODE" = 404
 
 # --- limits --------------------------------------------------------------------------
 

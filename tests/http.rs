@@ -1,0 +1,275 @@
+//! etcd's HTTP endpoints on the client port, beside gRPC on the same listener:
+//! `/health`, `/livez`, `/readyz`, `/version`, `/metrics`; and grpc.health.v1.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use common::{http_request, MemberAddrs, MnemoProcess};
+use mnemo_proto::etcdserverpb::PutRequest;
+use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+#[tokio::test]
+async fn health_version_livez_readyz_answer_like_etcd() {
+    let m = MnemoProcess::start(&[]);
+    let addr = m.client_addr();
+
+    let r = http_request(addr, "GET", "/health");
+    assert_eq!((r.status, r.body.as_str()), (200, r#"{"health":"true"}"#));
+    let r = http_request(addr, "GET", "/health?serializable=true");
+    assert_eq!((r.status, r.body.as_str()), (200, r#"{"health":"true"}"#));
+    let r = http_request(addr, "POST", "/health");
+    assert_eq!(r.status, 405);
+
+    let r = http_request(addr, "GET", "/version");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.body, r#"{"etcdserver":"3.4.0","etcdcluster":"3.4.0"}"#);
+
+    for path in ["/livez", "/readyz"] {
+        let r = http_request(addr, "GET", path);
+        assert_eq!((r.status, r.body.as_str()), (200, "ok"), "{path}");
+    }
+    let r = http_request(addr, "GET", "/v2/keys");
+    assert_eq!((r.status, r.body.as_str()), (404, "404 page not found\n"));
+
+    // gRPC on the same port is unaffected, before and after.
+    let mut kv = m.kv().await;
+    kv.put(PutRequest {
+        key: b"k".to_vec(),
+        value: b"v".to_vec(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(http_request(addr, "GET", "/health").status, 200);
+}
+
+#[tokio::test]
+async fn grpc_health_reports_serving_with_a_leader() {
+    let m = MnemoProcess::start(&[]);
+    let mut health = HealthClient::new(m.channel().await);
+    let r = health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.status, ServingStatus::Serving as i32);
+    let e = health
+        .check(HealthCheckRequest {
+            service: "no.such.Service".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn a_grpc_call_to_an_unknown_service_is_unimplemented_not_404() {
+    use mnemo_proto::etcdserverpb::{RangeRequest, RangeResponse};
+    use tonic::codec::ProstCodec;
+    use tonic::codegen::http::uri::PathAndQuery;
+
+    let m = MnemoProcess::start(&[]);
+    let mut grpc = tonic::client::Grpc::new(m.channel().await);
+    grpc.ready().await.unwrap();
+    let codec: ProstCodec<RangeRequest, RangeResponse> = ProstCodec::default();
+    let e = grpc
+        .unary(
+            tonic::Request::new(RangeRequest::default()),
+            PathAndQuery::from_static("/nosuch.v1.Nothing/Call"),
+            codec,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unimplemented);
+}
+
+#[tokio::test]
+async fn health_is_503_while_the_nospace_alarm_is_raised() {
+    let m = MnemoProcess::start(&["--quota-backend-bytes", "1048576"]);
+    let mut kv = m.kv().await;
+    let mut refused = false;
+    for i in 0..400 {
+        let r = kv
+            .put(PutRequest {
+                key: format!("q{i:04}").into(),
+                value: vec![b'q'; 8000],
+                ..Default::default()
+            })
+            .await;
+        if r.is_err() {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "the quota was never reached");
+    for path in ["/health", "/health?serializable=true"] {
+        let r = http_request(m.client_addr(), "GET", path);
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (503, "{\"health\":\"false\"}\n"),
+            "{path}"
+        );
+    }
+    assert_eq!(http_request(m.client_addr(), "GET", "/readyz").status, 503);
+    let metrics = parse_metrics(&http_request(m.client_addr(), "GET", "/metrics").body);
+    assert!(metrics["etcd_server_health_failures"] >= 2.0);
+}
+
+#[tokio::test]
+async fn without_a_leader_health_is_503_and_grpc_health_not_serving() {
+    // One member of three, the others never started: no quorum, no leader. The member
+    // serves clients after waiting ten election timeouts for one.
+    let addrs: Vec<MemberAddrs> = ["m1", "m2", "m3"]
+        .iter()
+        .map(|n| MemberAddrs::new(n))
+        .collect();
+    let initial_cluster = addrs
+        .iter()
+        .map(|a| format!("{}={}", a.name, a.peer_url()))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut m = MnemoProcess::spawn_member(
+        addrs[0].clone(),
+        initial_cluster,
+        &["--heartbeat-interval=20", "--election-timeout=100"],
+        &[],
+    );
+    m.wait_ready();
+    let addr = m.client_addr();
+    for path in ["/health", "/health?serializable=true"] {
+        let r = http_request(addr, "GET", path);
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (503, "{\"health\":\"false\"}\n"),
+            "{path}"
+        );
+    }
+    assert_eq!(http_request(addr, "GET", "/readyz").status, 503);
+    assert_eq!(http_request(addr, "GET", "/livez").status, 200);
+    let metrics = parse_metrics(&http_request(addr, "GET", "/metrics").body);
+    assert_eq!(metrics["etcd_server_has_leader"], 0.0);
+    assert_eq!(metrics["etcd_server_is_leader"], 0.0);
+    let mut health = HealthClient::new(m.channel().await);
+    let r = health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.status, ServingStatus::NotServing as i32);
+}
+
+/// Parses the text exposition format: every line is `# HELP`, `# TYPE` or a sample
+/// `name{labels} value` whose family has a TYPE line before it. Returns each sample's
+/// value by `name{labels}`.
+fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
+    let mut typed = BTreeSet::new();
+    let mut samples = BTreeMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert!(
+                ["gauge", "counter", "histogram", "summary", "untyped"].contains(&kind),
+                "{line}"
+            );
+            typed.insert(name.to_string());
+            continue;
+        }
+        if line.starts_with("# HELP ") {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        let name = series.split('{').next().unwrap();
+        assert!(
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad metric name in {line:?}"
+        );
+        if let Some(labels) = series.strip_prefix(name) {
+            if !labels.is_empty() {
+                assert!(labels.starts_with('{') && labels.ends_with('}'), "{line:?}");
+                for pair in labels[1..labels.len() - 1].split(',') {
+                    let (k, v) = pair.split_once('=').unwrap();
+                    assert!(
+                        !k.is_empty() && v.starts_with('"') && v.ends_with('"'),
+                        "{line:?}"
+                    );
+                }
+            }
+        }
+        assert!(typed.contains(name), "{name} has no TYPE line before it");
+        samples.insert(series.to_string(), value.parse::<f64>().unwrap());
+    }
+    samples
+}
+
+#[tokio::test]
+async fn metrics_use_etcds_names_and_the_text_format() {
+    let m = MnemoProcess::start(&[]);
+    let mut kv = m.kv().await;
+    for i in 0..3 {
+        kv.put(PutRequest {
+            key: format!("m{i}").into(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let r = http_request(m.client_addr(), "GET", "/metrics");
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").unwrap().starts_with("text/plain"));
+    let metrics = parse_metrics(&r.body);
+    let value = |name: &str| {
+        *metrics
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} in\n{}", r.body))
+    };
+    assert_eq!(value("etcd_server_has_leader"), 1.0);
+    assert_eq!(value("etcd_server_is_leader"), 1.0);
+    assert!(value("etcd_server_leader_changes_seen_total") >= 1.0);
+    let committed = value("etcd_server_proposals_committed_total");
+    let applied = value("etcd_server_proposals_applied_total");
+    assert!(committed >= 3.0 && applied >= 3.0 && applied <= committed);
+    assert!(value("etcd_mvcc_db_total_size_in_bytes") > 0.0);
+    assert!(
+        value("etcd_mvcc_db_total_size_in_use_in_bytes")
+            <= value("etcd_mvcc_db_total_size_in_bytes")
+    );
+    assert_eq!(value("etcd_debugging_mvcc_keys_total"), 3.0);
+    assert_eq!(value("etcd_debugging_mvcc_current_revision"), 4.0);
+    assert_eq!(value("etcd_server_quota_backend_bytes"), 2147483648.0);
+    assert!([0.0, 1.0].contains(&value("mnemo_wal_io_uring")));
+    assert!(value("mnemo_wal_fsyncs_total") >= 1.0);
+    assert_eq!(value(r#"etcd_server_version{server_version="3.4.0"}"#), 1.0);
+    assert_eq!(value(r#"etcd_cluster_version{cluster_version="3.4"}"#), 1.0);
+    let id = metrics
+        .keys()
+        .find_map(|k| k.strip_prefix("etcd_server_id{server_id=\""))
+        .and_then(|rest| rest.strip_suffix("\"}"))
+        .expect("etcd_server_id");
+    // The member id matches the one in response headers.
+    let header = kv
+        .range(mnemo_proto::etcdserverpb::RangeRequest {
+            key: b"m0".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .header
+        .unwrap();
+    assert_eq!(u64::from_str_radix(id, 16).unwrap(), header.member_id);
+}
