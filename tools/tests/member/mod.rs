@@ -80,6 +80,17 @@ impl Member {
         m
     }
 
+    /// A handle that names an endpoint but runs nothing.
+    pub fn unstarted(client_url: &str) -> Member {
+        Member {
+            data_dir: PathBuf::new(),
+            client_url: client_url.to_string(),
+            args: vec![],
+            stop: None,
+            task: None,
+        }
+    }
+
     async fn channel(&self) -> Channel {
         Channel::from_shared(self.client_url.clone())
             .unwrap()
