@@ -41,12 +41,19 @@ pub async fn keepalive(g: &Global, a: &KeepaliveArgs) -> Result<Summary> {
             .map_err(|e| BenchError(format!("lease grant: {}", e.message())))?
             .into_inner()
             .id;
+        // The first keep-alive is queued before the stream opens (tonic waits for response
+        // headers, which etcd sends with its first answer) and its answer is not timed.
         let (tx, rx) = mpsc::channel(1);
-        let rx = client
+        let opening = BenchError("lease keep-alive: the stream closed".into());
+        tx.send(LeaseKeepAliveRequest { id }).await.map_err(|_| opening)?;
+        let mut rx = client
             .lease_keep_alive(ReceiverStream::new(rx))
             .await
-            .map_err(|e| BenchError(format!("lease keep-alive: {}", e.message())))?
+            .map_err(|e| BenchError(format!("lease keep-alive: {e}")))?
             .into_inner();
+        rx.message()
+            .await
+            .map_err(|e| BenchError(format!("lease keep-alive: {e}")))?;
         sessions.push(Mutex::new(KeepAlive { id, tx, rx }));
         leases.push((client, id));
     }

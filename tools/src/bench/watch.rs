@@ -125,9 +125,13 @@ async fn run(
                 create_errors.push("watch stream closed".to_string());
             }
         }
-        let mut resp = match client.watch(ReceiverStream::new(rx)).await {
-            Ok(r) => r.into_inner(),
-            Err(e) => return Err(BenchError(format!("opening a watch stream: {e}"))),
+        // The creates are queued before the stream opens: tonic waits for the server's
+        // response headers, which a server may send only once it has a request.
+        let opened = tokio::time::timeout(DRAIN, client.watch(ReceiverStream::new(rx))).await;
+        let mut resp = match opened {
+            Ok(Ok(r)) => r.into_inner(),
+            Ok(Err(e)) => return Err(BenchError(format!("opening a watch stream: {e}"))),
+            Err(_) => return Err(BenchError("opening a watch stream timed out".into())),
         };
         senders.push(tx);
         let (created_n, received, mut stop) = (created.clone(), received.clone(), stop_rx.clone());

@@ -78,9 +78,10 @@ fn colour(u: PageUse) -> String {
                 PageKind::Leaf => (60, 50),
                 PageKind::Overflow => (50, 78),
             };
-            if tree < 2 {
-                // The catalog and the free DB: greys.
-                return format!("hsl(0,0%,{}%)", light - 10);
+            match tree {
+                PageMap::CATALOG => return format!("hsl(0,0%,{}%)", light - 20),
+                PageMap::FREE_DB => return format!("hsl(30,25%,{light}%)"),
+                _ => {}
             }
             let hue = HUES[(tree as usize - 2) % HUES.len()];
             format!("hsl({hue},{sat}%,{light}%)")
