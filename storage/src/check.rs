@@ -242,8 +242,8 @@ struct Walker<'a> {
     snap: &'a Snapshot,
     /// Marks of pages inside the file (and below the page count).
     marks: Vec<Mark>,
-    /// Marks of pages below the page count but past the end of the file. Only free pages
-    /// belong there; kept apart so a slot claiming a huge page count costs no memory.
+    /// Marks of pages below the page count but past the end of the file (none belong
+    /// there); kept apart so a huge page count costs no memory.
     past_end: std::collections::BTreeMap<PageId, Mark>,
     problems: Vec<String>,
     stats: Stats,
@@ -336,12 +336,17 @@ fn walk_all(
                 .push(format!("page {id}: neither reachable nor free (leaked)"));
         }
     }
-    // Free pages may lie past the end: a commit that shrank the file can lose its slot in
-    // a crash while the shrink survives. They are written before they are read again.
-    let missing = w.past_end.iter().find(|(_, m)| **m == Mark::Reachable);
-    if let Some((id, _)) = missing {
+    // Open refuses a slot that claims more pages than the file holds, and commits shrink
+    // the file only down to a durable page count, so a file shorter than its page count
+    // was cut while open. Name a page in use past the end if there is one.
+    if snap.page_count > tracked {
+        let in_use = w.past_end.iter().find(|(_, m)| **m == Mark::Reachable);
+        let detail = match in_use {
+            Some((id, _)) => format!(": page {id} is in use"),
+            None => String::new(),
+        };
         w.problems.push(format!(
-            "file is {} bytes, shorter than its {} pages: page {id} is in use",
+            "file is {} bytes, shorter than its {} pages{detail}",
             w.stats.file_len, snap.page_count
         ));
     }

@@ -279,30 +279,56 @@ impl Database {
                 format!("no valid commit slot: {}", why.join("; ")),
             ));
         }
-        let mut fell_back = None;
-        for (n, &i) in order.iter().enumerate() {
+        // A durable commit never claims more pages than the file holds: the file grows
+        // before a slot naming the new size is synced, and shrinks only after (see
+        // docs/format.md, "Commit"). A slot that claims more is damaged, or its commit's
+        // writes did not all reach the disk.
+        let file_len = backend.len()?;
+        let file_pages = file_len / ps as u64;
+        // Why each slot tried so far was passed over, newest first.
+        let mut passed_over: Vec<String> = Vec::new();
+        let mut last_err = None;
+        for &i in &order {
             let Ok(slot) = slots[i].clone() else { continue };
+            if slot.page_count > file_pages {
+                passed_over.push(format!(
+                    "commit {} (slot {i}) claims {} pages, more than the {file_len}-byte file \
+                     holds ({file_pages} pages)",
+                    slot.txn, slot.page_count
+                ));
+                last_err = None;
+                continue;
+            }
             let db = Self::from_slot(backend.clone(), &opts, ps, slot, i);
             match crate::check::verify_since(&db.inner, &slot) {
                 Ok(pages_verified) => {
-                    return Ok((
-                        db,
-                        OpenReport {
-                            txn: slot.txn,
-                            pages_verified,
-                            fell_back,
-                        },
-                    ));
+                    let fell_back = (!passed_over.is_empty()).then(|| passed_over.join("; "));
+                    let report = OpenReport {
+                        txn: slot.txn,
+                        pages_verified,
+                        fell_back,
+                    };
+                    return Ok((db, report));
                 }
-                Err(e) if n + 1 < order.len() => {
-                    fell_back = Some(format!("commit {} is incomplete: {e}", slot.txn));
+                Err(e) => {
+                    passed_over.push(format!("commit {} is incomplete: {e}", slot.txn));
+                    last_err = Some(e);
                 }
-                Err(e) => return Err(e),
             }
         }
+        // The oldest slot's own failure names its page; a refused size is a header matter.
+        if let Some(e) = last_err {
+            return Err(e);
+        }
+        passed_over.extend(
+            slots
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| s.as_ref().err().map(|e| format!("slot {i}: {e}"))),
+        );
         Err(StorageError::corrupted(
             Location::Header,
-            "no usable commit slot",
+            format!("no usable commit slot: {}", passed_over.join("; ")),
         ))
     }
 

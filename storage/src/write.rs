@@ -516,7 +516,8 @@ impl WriteTransaction {
                 self.st.catalog = btree::delete(&mut self.st, root, name.as_bytes())?.0;
             }
         }
-        // 2. Give back the tail of the file, then record free pages.
+        // 2. Lower the page count past free pages at the end (the file shrinks after a
+        //    durable commit, step 5), then record free pages.
         self.st.trim_tail();
         self.st.write_free_records()?;
         // 3. Seal the catalog and free DB; what is left dirty are overflow pages, sealed
@@ -548,10 +549,6 @@ impl WriteTransaction {
             inner.backend.write_at(start * ps, &buf)?;
             i = j;
         }
-        let new_len = self.st.page_count * ps;
-        if inner.backend.len()? > new_len {
-            inner.backend.set_len(new_len)?;
-        }
         let snap = Snapshot {
             txn: self.st.txn,
             catalog,
@@ -559,7 +556,8 @@ impl WriteTransaction {
             page_count: self.st.page_count,
         };
         // 5. Make it durable: one fdatasync covers the pages and the slot. Opening after a
-        //    crash verifies every page newer than `base_txn` (see Slot).
+        //    crash verifies every page newer than `base_txn` (see Slot). Deferred commits
+        //    never shrink the file: a crash would keep the shrink and lose their state.
         let mut committed = inner.committed.lock();
         if durability == Durability::Durable {
             let slot = Slot {
@@ -576,6 +574,14 @@ impl WriteTransaction {
             inner.backend.sync_data()?;
             committed.active_slot = target;
             committed.last_durable = snap.txn;
+            // Give back the free tail only now that a slot naming the smaller size is
+            // durable, so no durable slot claims more pages than the file holds (the other
+            // slot may; open refuses it). A failed shrink leaves the file longer than its
+            // page count, which is allowed, and the next durable commit tries again.
+            let new_len = snap.page_count * ps;
+            if inner.backend.len().is_ok_and(|len| len > new_len) {
+                let _ = inner.backend.set_len(new_len);
+            }
         }
         // 6. Publish: cache entries for reused ids are replaced before any reader can
         //    see the new snapshot.
