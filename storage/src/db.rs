@@ -63,6 +63,9 @@ pub(crate) struct Committed {
     pub last_durable: u64,
     /// The slot holding `last_durable`; the next durable commit writes the other one.
     pub active_slot: usize,
+    /// The file's length as commits left it: grown ahead of the page count in zero-filled
+    /// steps, shrunk only after a durable commit (see `write::grow_step`).
+    pub file_len: u64,
 }
 
 pub(crate) struct Inner {
@@ -109,6 +112,23 @@ impl Inner {
         })?;
         page::validate(&buf, id)?;
         Ok(buf)
+    }
+
+    /// Shrinks the file to the latest commit's page count if that commit is durable
+    /// (commits leave up to two growth steps of free tail in place).
+    pub(crate) fn shrink_file(&self) -> Result<()> {
+        self.begin_writer();
+        let res = (|| {
+            let mut c = self.committed.lock();
+            let len = c.snap.page_count * self.page_size as u64;
+            if c.last_durable == c.snap.txn && c.file_len > len {
+                self.backend.set_len(len)?;
+                c.file_len = len;
+            }
+            Ok(())
+        })();
+        self.end_writer();
+        res
     }
 
     pub(crate) fn end_writer(&self) {
@@ -209,7 +229,7 @@ impl Database {
         page0[s0..s0 + SLOT_LEN].copy_from_slice(&slot.encode());
         backend.write_at(0, &page0)?;
         backend.sync_data()?;
-        Ok(Self::from_slot(backend, &opts, ps, slot, 0))
+        Ok(Self::from_slot(backend, &opts, ps, slot, 0, ps as u64))
     }
 
     fn from_slot(
@@ -218,6 +238,7 @@ impl Database {
         ps: usize,
         slot: Slot,
         active_slot: usize,
+        file_len: u64,
     ) -> Database {
         let snap = Snapshot {
             txn: slot.txn,
@@ -234,6 +255,7 @@ impl Database {
                     snap,
                     last_durable: slot.txn,
                     active_slot,
+                    file_len,
                 }),
                 readers: Mutex::new(BTreeMap::new()),
                 writer_busy: Mutex::new(false),
@@ -299,7 +321,7 @@ impl Database {
                 last_err = None;
                 continue;
             }
-            let db = Self::from_slot(backend.clone(), &opts, ps, slot, i);
+            let db = Self::from_slot(backend.clone(), &opts, ps, slot, i, file_len);
             match crate::check::verify_since(&db.inner, &slot) {
                 Ok(pages_verified) => {
                     let fell_back = (!passed_over.is_empty()).then(|| passed_over.join("; "));
