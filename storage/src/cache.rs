@@ -50,8 +50,11 @@ impl PageCache {
         }
     }
 
+    /// The shard is chosen by the id's low bits. It must not reuse the top bits of the
+    /// map's own hash (`IdHasher`): the map stores those as its per-bucket tags, and keys
+    /// of one shard sharing them makes every probe compare more keys.
     fn shard(&self, id: PageId) -> &Mutex<Map> {
-        &self.shards[(id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 60) as usize % SHARDS]
+        &self.shards[(id % SHARDS as u64) as usize]
     }
 
     pub(crate) fn get(&self, id: PageId) -> Option<Arc<[u8]>> {

@@ -1,6 +1,7 @@
 //! Integrity: the quick verification run when a file is opened, and the full walk behind
 //! [`crate::Database::check`] and [`crate::Database::stats`].
 
+use std::collections::HashSet;
 use std::ops::Bound;
 
 use crate::btree::{self, MAX_DEPTH};
@@ -20,13 +21,17 @@ enum Tree {
 
 /// Verifies every page reachable from `slot` that was written after `slot.base_txn`, the
 /// last commit known durable when `slot` was written: each must match the checksum its
-/// parent recorded. Older pages were on disk before this commit started. Returns the
+/// parent recorded. Older pages were on disk before this commit started. Every page
+/// reached (old ones included) is remembered, and one reached twice is corruption: a
+/// sound tree gives each page one parent, and a crafted branch listing the same child
+/// many times would otherwise cost time exponential in the tree's depth. Returns the
 /// number of pages verified.
 pub(crate) fn verify_since(inner: &Inner, slot: &Slot) -> Result<u64> {
     let mut v = Verifier {
         inner,
         slot,
         pages: 0,
+        reached: HashSet::new(),
     };
     for root in [slot.catalog, slot.freedb].into_iter().flatten() {
         let tree = if Some(root) == slot.catalog {
@@ -43,9 +48,22 @@ struct Verifier<'a> {
     inner: &'a Inner,
     slot: &'a Slot,
     pages: u64,
+    /// Pages reached so far, tree and overflow pages alike.
+    reached: HashSet<PageId>,
 }
 
 impl Verifier<'_> {
+    fn reach(&mut self, id: PageId) -> Result<()> {
+        if self.reached.insert(id) {
+            Ok(())
+        } else {
+            Err(StorageError::page(
+                id,
+                "reached twice from the commit's roots (a page has exactly one parent)",
+            ))
+        }
+    }
+
     fn verify(&mut self, r: ChildRef, tree: Tree, depth: usize) -> Result<()> {
         if depth >= MAX_DEPTH {
             return Err(StorageError::page(r.page, "tree too deep (a cycle?)"));
@@ -56,6 +74,7 @@ impl Verifier<'_> {
                 "referenced page beyond the page count",
             ));
         }
+        self.reach(r.page)?;
         let p = self.inner.read_page_uncached(r.page)?;
         if page::stored_crc(&p) != r.crc {
             return Err(StorageError::page(
@@ -89,6 +108,9 @@ impl Verifier<'_> {
                         let r = decode_overflow(bytes)
                             .map_err(|_| StorageError::page(r.page, "bad overflow descriptor"))?;
                         let ids = btree::overflow_pages(&UncachedSource(self.inner), r)?;
+                        for &id in &ids {
+                            self.reach(id)?;
+                        }
                         btree::read_overflow(&UncachedSource(self.inner), r)?;
                         self.pages += ids.len() as u64;
                     }
@@ -242,8 +264,8 @@ struct Walker<'a> {
     snap: &'a Snapshot,
     /// Marks of pages inside the file (and below the page count).
     marks: Vec<Mark>,
-    /// Marks of pages below the page count but past the end of the file. Only free pages
-    /// belong there; kept apart so a slot claiming a huge page count costs no memory.
+    /// Marks of pages below the page count but past the end of the file (none belong
+    /// there); kept apart so a huge page count costs no memory.
     past_end: std::collections::BTreeMap<PageId, Mark>,
     problems: Vec<String>,
     stats: Stats,
@@ -336,12 +358,17 @@ fn walk_all(
                 .push(format!("page {id}: neither reachable nor free (leaked)"));
         }
     }
-    // Free pages may lie past the end: a commit that shrank the file can lose its slot in
-    // a crash while the shrink survives. They are written before they are read again.
-    let missing = w.past_end.iter().find(|(_, m)| **m == Mark::Reachable);
-    if let Some((id, _)) = missing {
+    // Open refuses a slot that claims more pages than the file holds, and commits shrink
+    // the file only down to a durable page count, so a file shorter than its page count
+    // was cut while open. Name a page in use past the end if there is one.
+    if snap.page_count > tracked {
+        let in_use = w.past_end.iter().find(|(_, m)| **m == Mark::Reachable);
+        let detail = match in_use {
+            Some((id, _)) => format!(": page {id} is in use"),
+            None => String::new(),
+        };
         w.problems.push(format!(
-            "file is {} bytes, shorter than its {} pages: page {id} is in use",
+            "file is {} bytes, shorter than its {} pages{detail}",
             w.stats.file_len, snap.page_count
         ));
     }

@@ -243,7 +243,8 @@ impl WriteTransaction {
 impl Database {
     /// Compacts the file in small durable write transactions (each at most `max_leaves`
     /// leaves of work) until no free page is left below the live size. Other writers interleave
-    /// between steps. Returns the file length before and after.
+    /// between steps, then gives back the whole free tail of the file. Returns the file
+    /// length before and after.
     pub fn compact(&self, max_leaves: usize) -> Result<(u64, u64)> {
         let before = self.file_len()?;
         let mut cursor = CompactCursor::default();
@@ -258,6 +259,7 @@ impl Database {
                 break;
             }
         }
+        self.inner.shrink_file()?;
         Ok((before, self.file_len()?))
     }
 }

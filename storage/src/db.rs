@@ -63,6 +63,9 @@ pub(crate) struct Committed {
     pub last_durable: u64,
     /// The slot holding `last_durable`; the next durable commit writes the other one.
     pub active_slot: usize,
+    /// The file's length as commits left it: grown ahead of the page count in zero-filled
+    /// steps, shrunk only after a durable commit (see `write::grow_step`).
+    pub file_len: u64,
 }
 
 pub(crate) struct Inner {
@@ -109,6 +112,23 @@ impl Inner {
         })?;
         page::validate(&buf, id)?;
         Ok(buf)
+    }
+
+    /// Shrinks the file to the latest commit's page count if that commit is durable
+    /// (commits leave up to two growth steps of free tail in place).
+    pub(crate) fn shrink_file(&self) -> Result<()> {
+        self.begin_writer();
+        let res = (|| {
+            let mut c = self.committed.lock();
+            let len = c.snap.page_count * self.page_size as u64;
+            if c.last_durable == c.snap.txn && c.file_len > len {
+                self.backend.set_len(len)?;
+                c.file_len = len;
+            }
+            Ok(())
+        })();
+        self.end_writer();
+        res
     }
 
     pub(crate) fn end_writer(&self) {
@@ -209,7 +229,7 @@ impl Database {
         page0[s0..s0 + SLOT_LEN].copy_from_slice(&slot.encode());
         backend.write_at(0, &page0)?;
         backend.sync_data()?;
-        Ok(Self::from_slot(backend, &opts, ps, slot, 0))
+        Ok(Self::from_slot(backend, &opts, ps, slot, 0, ps as u64))
     }
 
     fn from_slot(
@@ -218,6 +238,7 @@ impl Database {
         ps: usize,
         slot: Slot,
         active_slot: usize,
+        file_len: u64,
     ) -> Database {
         let snap = Snapshot {
             txn: slot.txn,
@@ -234,6 +255,7 @@ impl Database {
                     snap,
                     last_durable: slot.txn,
                     active_slot,
+                    file_len,
                 }),
                 readers: Mutex::new(BTreeMap::new()),
                 writer_busy: Mutex::new(false),
@@ -279,30 +301,56 @@ impl Database {
                 format!("no valid commit slot: {}", why.join("; ")),
             ));
         }
-        let mut fell_back = None;
-        for (n, &i) in order.iter().enumerate() {
+        // A durable commit never claims more pages than the file holds: the file grows
+        // before a slot naming the new size is synced, and shrinks only after (see
+        // docs/format.md, "Commit"). A slot that claims more is damaged, or its commit's
+        // writes did not all reach the disk.
+        let file_len = backend.len()?;
+        let file_pages = file_len / ps as u64;
+        // Why each slot tried so far was passed over, newest first.
+        let mut passed_over: Vec<String> = Vec::new();
+        let mut last_err = None;
+        for &i in &order {
             let Ok(slot) = slots[i].clone() else { continue };
-            let db = Self::from_slot(backend.clone(), &opts, ps, slot, i);
+            if slot.page_count > file_pages {
+                passed_over.push(format!(
+                    "commit {} (slot {i}) claims {} pages, more than the {file_len}-byte file \
+                     holds ({file_pages} pages)",
+                    slot.txn, slot.page_count
+                ));
+                last_err = None;
+                continue;
+            }
+            let db = Self::from_slot(backend.clone(), &opts, ps, slot, i, file_len);
             match crate::check::verify_since(&db.inner, &slot) {
                 Ok(pages_verified) => {
-                    return Ok((
-                        db,
-                        OpenReport {
-                            txn: slot.txn,
-                            pages_verified,
-                            fell_back,
-                        },
-                    ));
+                    let fell_back = (!passed_over.is_empty()).then(|| passed_over.join("; "));
+                    let report = OpenReport {
+                        txn: slot.txn,
+                        pages_verified,
+                        fell_back,
+                    };
+                    return Ok((db, report));
                 }
-                Err(e) if n + 1 < order.len() => {
-                    fell_back = Some(format!("commit {} is incomplete: {e}", slot.txn));
+                Err(e) => {
+                    passed_over.push(format!("commit {} is incomplete: {e}", slot.txn));
+                    last_err = Some(e);
                 }
-                Err(e) => return Err(e),
             }
         }
+        // The oldest slot's own failure names its page; a refused size is a header matter.
+        if let Some(e) = last_err {
+            return Err(e);
+        }
+        passed_over.extend(
+            slots
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| s.as_ref().err().map(|e| format!("slot {i}: {e}"))),
+        );
         Err(StorageError::corrupted(
             Location::Header,
-            "no usable commit slot",
+            format!("no usable commit slot: {}", passed_over.join("; ")),
         ))
     }
 

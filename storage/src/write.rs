@@ -315,6 +315,30 @@ impl WriteState {
     }
 }
 
+/// How far past the `needed` bytes a growing file is extended, zero-filled: an eighth of
+/// `needed`, at least 16 pages, at most 64 MiB, in whole pages. Most commits then write
+/// inside the file, and their sync records no new size or blocks. A durable commit
+/// shrinks the file back to its page count only when more than two steps are free.
+pub(crate) fn grow_step(needed: u64, page_size: u64) -> u64 {
+    (needed / 8)
+        .clamp(16 * page_size, 64 << 20)
+        .div_ceil(page_size)
+        * page_size
+}
+
+/// Writes zeros over `from..to`.
+fn zero_fill(backend: &dyn crate::backend::StorageBackend, from: u64, to: u64) -> Result<()> {
+    const CHUNK: u64 = 1 << 20;
+    let zeros = vec![0u8; CHUNK.min(to.saturating_sub(from)) as usize];
+    let mut at = from;
+    while at < to {
+        let n = CHUNK.min(to - at);
+        backend.write_at(at, &zeros[..n as usize])?;
+        at += n;
+    }
+    Ok(())
+}
+
 pub(crate) fn decode_overflow(bytes: &[u8]) -> Result<OverflowRef> {
     if bytes.len() != page::OVERFLOW_DESC_LEN {
         return Err(StorageError::InvalidArgument(
@@ -516,7 +540,8 @@ impl WriteTransaction {
                 self.st.catalog = btree::delete(&mut self.st, root, name.as_bytes())?.0;
             }
         }
-        // 2. Give back the tail of the file, then record free pages.
+        // 2. Lower the page count past free pages at the end (the file shrinks after a
+        //    durable commit, step 5), then record free pages.
         self.st.trim_tail();
         self.st.write_free_records()?;
         // 3. Seal the catalog and free DB; what is left dirty are overflow pages, sealed
@@ -531,10 +556,18 @@ impl WriteTransaction {
             );
             out.push((id, p));
         }
-        // 4. Write pages in file order, coalescing neighbours into one write.
+        // 4. Grow the file ahead of the page count if needed, then write pages in file
+        //    order, coalescing neighbours into one write.
         out.sort_unstable_by_key(|(id, _)| *id);
         let inner = self.st.inner.clone();
         let ps = inner.page_size as u64;
+        let needed = self.st.page_count * ps;
+        let mut file_len = inner.committed.lock().file_len;
+        if needed > file_len {
+            let grown = needed + grow_step(needed, ps);
+            zero_fill(&*inner.backend, file_len, grown)?;
+            file_len = grown;
+        }
         let mut i = 0;
         let mut buf = Vec::new();
         while i < out.len() {
@@ -548,10 +581,6 @@ impl WriteTransaction {
             inner.backend.write_at(start * ps, &buf)?;
             i = j;
         }
-        let new_len = self.st.page_count * ps;
-        if inner.backend.len()? > new_len {
-            inner.backend.set_len(new_len)?;
-        }
         let snap = Snapshot {
             txn: self.st.txn,
             catalog,
@@ -559,7 +588,8 @@ impl WriteTransaction {
             page_count: self.st.page_count,
         };
         // 5. Make it durable: one fdatasync covers the pages and the slot. Opening after a
-        //    crash verifies every page newer than `base_txn` (see Slot).
+        //    crash verifies every page newer than `base_txn` (see Slot). Deferred commits
+        //    never shrink the file: a crash would keep the shrink and lose their state.
         let mut committed = inner.committed.lock();
         if durability == Durability::Durable {
             let slot = Slot {
@@ -576,7 +606,17 @@ impl WriteTransaction {
             inner.backend.sync_data()?;
             committed.active_slot = target;
             committed.last_durable = snap.txn;
+            // Give back a large free tail only now that a slot naming the smaller size is
+            // durable, so no durable slot claims more pages than the file holds (the other
+            // slot may; open refuses it). A failed shrink leaves the file longer than its
+            // page count, which is allowed, and a later durable commit tries again.
+            if file_len > needed + 2 * grow_step(needed, ps)
+                && inner.backend.set_len(needed).is_ok()
+            {
+                file_len = needed;
+            }
         }
+        committed.file_len = file_len;
         // 6. Publish: cache entries for reused ids are replaced before any reader can
         //    see the new snapshot.
         for (id, p) in out {

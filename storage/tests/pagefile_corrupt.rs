@@ -167,22 +167,38 @@ fn broken_checksum_in_the_newest_commit_falls_back_or_fails_open() {
 }
 
 #[test]
-fn truncated_file_names_the_missing_page() {
+fn truncated_file_names_the_claim_it_cannot_back() {
     let good = build();
-    let last = (good.len() / PAGE - 1) as u64;
+    // The file may run past the newest commit's pages (zeroed space it grew into).
+    let (db, _) = open(good.clone()).unwrap();
+    let pages_before = db.stats().unwrap().page_count;
+    drop(db);
     for cut in [PAGE, PAGE / 2, 1] {
-        let mut bytes = good[..good.len() - cut].to_vec();
-        // The last page belongs to the newest commit (it appends), so open checks it.
-        let (_, report) = open(bytes.clone()).unwrap();
+        let mut bytes = good[..pages_before as usize * PAGE - cut].to_vec();
+        // The newest commit claims every page left and one more, so open refuses it and
+        // uses the older one, which the file still holds.
+        let (db, report) = open(bytes.clone()).unwrap();
         assert_eq!(report.txn, 2);
         let why = report.fell_back.unwrap();
+        let claim = format!("commit 3 (slot 0) claims {pages_before} pages");
         assert!(
-            why.contains(&format!("page {last}")) && why.contains("beyond the end of the file"),
+            why.contains(&claim) && why.contains(&format!("{}-byte file", bytes.len())),
             "{why}"
         );
+        assert!(db.check().unwrap().is_ok());
         zero_older_slot(&mut bytes);
         let e = open(bytes).unwrap_err();
-        assert_names(&e, last, "beyond the end of the file");
+        assert!(
+            matches!(
+                &e,
+                StorageError::Corrupted {
+                    location: Location::Header,
+                    ..
+                }
+            ) && e.to_string().contains("no usable commit slot")
+                && e.to_string().contains(&claim),
+            "{e}"
+        );
     }
     // Too short for a header at all.
     for len in [0, 100, 600] {

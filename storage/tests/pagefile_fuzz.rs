@@ -307,11 +307,10 @@ fn huge_page_count_file(page_count: u64) -> Vec<u8> {
 #[test]
 fn a_slot_claiming_more_pages_than_the_file_never_panics() {
     let mut tally = Tally::default();
-    for page_count in [2, 1 << 16] {
+    for page_count in [2, 1 << 16, 1 << 40, u64::MAX] {
         exercise(&huge_page_count_file(page_count), &mut tally);
     }
-    assert_eq!(tally.committed, 2, "{tally:?}");
-    // Narrowed: claims no file could back (2^40 pages) are checked without a commit in
-    // pagefile_huge_page_count.rs, since a commit would allocate page ids at the claimed
-    // end of the file.
+    // The file's only valid slot claims pages it does not hold: open refuses it
+    // (pagefile_huge_page_count.rs covers the fallback to another slot).
+    assert_eq!(tally.open_failed, 4, "{tally:?}");
 }

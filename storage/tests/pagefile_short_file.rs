@@ -1,22 +1,24 @@
-//! Regression: `check()` reported "file is N bytes, shorter than its M pages" after a crash that kept a commit's file shrink but lost its slot, though only free pages were past the end.
+//! Regression: a commit gave back the free tail of the file before its slot was durable (deferred commits never write one), so a crash could keep the shrink and lose the slot, leaving the last durable commit claiming pages past the end of the file.
 //!
-//! A commit that gives back free pages at the end of the file truncates it before its slot
-//! is durable (a deferred commit never writes a slot). A power cut can keep the truncation
-//! and lose the slot, so the last durable commit reopens with free pages past the end of
-//! the file. That is sound: free pages are written before they are read. `check()` must
-//! report a short file only when a page in use is missing.
+//! Now the file shrinks only after a durable commit's sync, down to that commit's page
+//! count: every crash image holds every page the durable slot claims, and `open` refuses
+//! a slot that claims more (a file cut short by something else). Commits also grow the
+//! file ahead of the page count, so files here run a little past their pages.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on any error
 
 use std::sync::Arc;
 
 use mnemo_storage::{
-    Database, DatabaseOptions, Durability, FaultBackend, MemoryBackend, StorageBackend,
+    CrashMode, Database, DatabaseOptions, Durability, FaultBackend, Location, MemoryBackend,
+    StorageError, TestRng,
 };
+
+const PAGE: u64 = 1024;
 
 fn opts() -> DatabaseOptions {
     DatabaseOptions {
-        page_size: 1024,
+        page_size: PAGE as usize,
         cache_bytes: 1 << 20,
     }
 }
@@ -25,8 +27,22 @@ fn key(i: u64) -> Vec<u8> {
     format!("key-{i:08}").into_bytes()
 }
 
+/// Opens a crash image: it must reopen a commit at least as new as `durable`, whose pages
+/// the file holds, and pass `check()`.
+fn reopen_image(image: Vec<u8>, durable: u64, what: &str) {
+    let len = image.len() as u64;
+    let (db, report) =
+        Database::open_with_report(Arc::new(MemoryBackend::from_bytes(image)), opts())
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(report.txn >= durable, "{what}: {report:?}");
+    let stats = db.stats().unwrap();
+    assert!(stats.page_count * PAGE <= len, "{what}: {stats:?}");
+    let check = db.check().unwrap();
+    assert!(check.is_ok(), "{what}: {:?}", check.problems);
+}
+
 #[test]
-fn crash_after_an_unsynced_shrink_reopens_clean() {
+fn only_durable_commits_shrink_the_file_and_every_crash_image_reopens() {
     let fault = FaultBackend::new();
     let db = Database::create(Arc::new(fault.clone()), opts()).unwrap();
     let mut w = db.begin_write().unwrap();
@@ -46,72 +62,67 @@ fn crash_after_an_unsynced_shrink_reopens_clean() {
     let mut w = db.begin_write().unwrap();
     assert!(w.delete_table("t").unwrap());
     w.commit(Durability::Durable).unwrap();
-    // Later commits reuse them, and give back the free tail of the file. Durable and
-    // deferred commits alternate until a deferred one shrinks the file.
-    let mut shrunk = None;
+    // Later commits reuse them and lower the page count past the free tail; deferred
+    // and durable commits alternate.
+    let mut rng = TestRng::new(7);
+    let mut deferred_trims = 0;
     for round in 0..20u64 {
-        let durable_len = fault.durable_bytes().len();
+        let len_before = fault.current_bytes().len();
+        let pages_before = db.stats().unwrap().page_count;
         let mut w = db.begin_write().unwrap();
         let k = format!("k{round}");
         w.open_table("keep")
             .unwrap()
             .insert(k.as_bytes(), b"v")
             .unwrap();
-        if round % 2 == 0 {
-            w.commit(Durability::Durable).unwrap();
-            continue;
-        }
-        w.commit(Durability::Deferred).unwrap();
+        let durability = if round % 2 == 0 {
+            Durability::Durable
+        } else {
+            Durability::Deferred
+        };
+        w.commit(durability).unwrap();
         let len = fault.current_bytes().len();
-        if len < durable_len {
-            shrunk = Some((k, len));
-            break;
+        let pages = db.stats().unwrap().page_count;
+        assert!(len as u64 >= pages * PAGE, "round {round}");
+        if durability == Durability::Deferred {
+            assert!(
+                len >= len_before,
+                "round {round}: a deferred commit shrank the file"
+            );
+            deferred_trims += u32::from(pages < pages_before);
+        }
+        let durable = db.last_durable_txn();
+        let what = format!("round {round}");
+        reopen_image(fault.durable_bytes(), durable, &what);
+        for seed in 0..8 {
+            let image = fault.crash_image(CrashMode::Random, &mut rng);
+            reopen_image(image, durable, &format!("{what}, seed {seed}"));
         }
     }
-    let (lost_key, shrunk_len) = shrunk.expect("a deferred commit shrinks the file");
-
-    // A power cut that kept only the truncation.
-    let mut image = fault.durable_bytes();
-    image.truncate(shrunk_len);
-    let backend = MemoryBackend::from_bytes(image);
-    let db = Database::open(Arc::new(backend.clone()), opts()).unwrap();
-    let r = db.begin_read().unwrap();
-    let t = r.open_table("keep").unwrap();
-    assert_eq!(t.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
     assert!(
-        t.get(lost_key.as_bytes()).unwrap().is_none(),
-        "the deferred commit is lost"
+        deferred_trims > 0,
+        "no deferred commit lowered the page count"
     );
-    drop(r);
-    let report = db.check().unwrap();
-    assert!(report.is_ok(), "{:#?}", report.problems);
-    assert!(report.stats.file_len < report.stats.page_count * 1024);
-
-    // The free pages past the end are reused and the file grows back as needed.
+    // A deferred commit's free tail is given back by a later durable commit; compaction
+    // gives back all of it.
     let mut w = db.begin_write().unwrap();
-    for i in 0..500 {
-        w.open_table("t")
-            .unwrap()
-            .insert(&key(i), &[9; 40])
-            .unwrap();
+    w.open_table("keep").unwrap().insert(b"last", b"v").unwrap();
+    w.commit(Durability::Deferred).unwrap();
+    let len_before = fault.current_bytes().len() as u64;
+    db.compact(16).unwrap();
+    let len = fault.current_bytes().len() as u64;
+    assert_eq!(len, db.stats().unwrap().page_count * PAGE);
+    assert!(len < len_before, "{len_before} -> {len}");
+    let durable = db.last_durable_txn();
+    reopen_image(fault.durable_bytes(), durable, "after compact");
+    for seed in 0..8 {
+        let image = fault.crash_image(CrashMode::Random, &mut rng);
+        reopen_image(image, durable, &format!("after compact, seed {seed}"));
     }
-    w.commit(Durability::Durable).unwrap();
-    let report = db.check().unwrap();
-    assert!(report.is_ok(), "{:#?}", report.problems);
-    let db = Database::open(
-        Arc::new(MemoryBackend::from_bytes(backend.to_bytes())),
-        opts(),
-    )
-    .unwrap();
-    let r = db.begin_read().unwrap();
-    assert_eq!(r.open_table("t").unwrap().len(), 500);
-    drop(r);
-    assert!(db.check().unwrap().is_ok());
-    assert!(backend.len().unwrap() >= db.stats().unwrap().page_count * 1024);
 }
 
 #[test]
-fn cutting_free_pages_is_clean_and_cutting_pages_in_use_is_an_error() {
+fn a_file_cut_short_opens_an_older_commit_it_holds_or_fails_at_the_header() {
     let backend = MemoryBackend::new();
     let db = Database::create(Arc::new(backend.clone()), opts()).unwrap();
     let mut w = db.begin_write().unwrap();
@@ -123,55 +134,51 @@ fn cutting_free_pages_is_clean_and_cutting_pages_in_use_is_an_error() {
             .unwrap();
     }
     w.commit(Durability::Durable).unwrap();
-    // Rewrites t's right edge at the end of the file and frees most of its pages...
+    // The newest commit grows the file by a few pages.
     let mut w = db.begin_write().unwrap();
-    w.open_table("t").unwrap().remove_range(key(100)..).unwrap();
-    w.commit(Durability::Durable).unwrap();
-    // ...which later commits reuse, so t's pages stay at the end, written before the
-    // last durable commit and not verified when the file opens.
-    for round in 0..3 {
-        let mut w = db.begin_write().unwrap();
-        w.open_table("u")
+    for i in 2000..2100 {
+        w.open_table("t")
             .unwrap()
-            .insert(&key(round), b"new")
+            .insert(&key(i), &[2; 40])
             .unwrap();
-        w.commit(Durability::Durable).unwrap();
     }
+    w.commit(Durability::Durable).unwrap();
+    // The file may run past the newest commit's pages (zeroed space it grew into).
+    let claimed = db.stats().unwrap().page_count as usize * PAGE as usize;
     let bytes = backend.to_bytes();
-    let (mut clean, mut errors) = (0, 0);
+    assert!(bytes.len() >= claimed);
+    let (mut older, mut refused) = (0, 0);
     for cut in 1..40 {
-        let short = bytes[..bytes.len() - cut * 1024].to_vec();
-        let db =
-            match Database::open_with_report(Arc::new(MemoryBackend::from_bytes(short)), opts()) {
-                Ok((_, open)) if open.fell_back.is_some() => continue,
-                Ok((db, _)) => db,
-                Err(e) => {
-                    // A page written by the newest commit is verified on open.
-                    assert!(e.to_string().contains("beyond the end of the file"), "{e}");
-                    errors += 1;
-                    continue;
-                }
-            };
-        let report = db.check().unwrap();
-        let r = db.begin_read().unwrap();
-        let readable = r
-            .open_table("t")
-            .unwrap()
-            .iter()
-            .unwrap()
-            .all(|e| e.is_ok());
-        if report.problems.iter().any(|p| p.contains("shorter than")) {
-            assert!(!readable, "cut {cut}: a short file but every entry reads");
-        } else {
-            // Only free pages were cut.
-            assert!(
-                readable,
-                "cut {cut}: entries unreadable: {:?}",
-                report.problems
-            );
-            assert!(report.is_ok(), "cut {cut}: {:?}", report.problems);
-            clean += 1;
+        let short = bytes[..claimed - cut * PAGE as usize].to_vec();
+        let len = short.len() as u64;
+        match Database::open_with_report(Arc::new(MemoryBackend::from_bytes(short)), opts()) {
+            Ok((db, open)) => {
+                assert_eq!(open.txn, 2, "cut {cut}: {open:?}");
+                let why = open.fell_back.unwrap();
+                assert!(why.contains("commit 3 (slot 0) claims"), "cut {cut}: {why}");
+                assert!(db.stats().unwrap().page_count * PAGE <= len, "cut {cut}");
+                assert!(db.check().unwrap().is_ok(), "cut {cut}");
+                let r = db.begin_read().unwrap();
+                let t = r.open_table("t").unwrap();
+                assert_eq!(t.iter().unwrap().filter(|e| e.is_ok()).count(), 2000);
+                older += 1;
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                assert!(
+                    matches!(
+                        e,
+                        StorageError::Corrupted {
+                            location: Location::Header,
+                            ..
+                        }
+                    ) && msg.contains("commit 3 (slot 0) claims")
+                        && msg.contains("commit 2 (slot 1) claims"),
+                    "cut {cut}: {msg}"
+                );
+                refused += 1;
+            }
         }
     }
-    assert!(clean > 0 && errors > 0, "clean {clean}, errors {errors}");
+    assert!(older > 0 && refused > 0, "older {older}, refused {refused}");
 }
