@@ -13,6 +13,7 @@ mod metrics;
 mod run;
 pub mod validate;
 
+pub use concurrency::prefix_end;
 pub use metrics::ServerCounters;
 pub use run::{run, serve, shutdown_signal, DirLock};
 

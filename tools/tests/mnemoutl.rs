@@ -78,17 +78,7 @@ async fn populated() -> (TempDir, i64) {
     .await
     .unwrap();
     put(&m, "k0001", b"again".to_vec(), 0).await;
-    let rev = kv
-        .range(RangeRequest {
-            key: b"k0001".to_vec(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .header
-        .unwrap()
-        .revision;
+    let rev = m.revision().await;
     kv.compact(CompactionRequest {
         revision: rev - 50,
         physical: true,
@@ -468,18 +458,7 @@ async fn snapshot_status_and_restore_into_a_new_member() {
         )
         .await;
     }
-    let mut kv = m.kv().await;
-    let rev = kv
-        .range(RangeRequest {
-            key: b"snap000".to_vec(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .header
-        .unwrap()
-        .revision;
+    let rev = m.revision().await;
     let mut stream = m
         .maintenance()
         .await

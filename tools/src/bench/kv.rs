@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use clap::Args;
+use mnemo::server::prefix_end;
 use mnemo_proto::etcdserverpb::kv_client::KvClient;
 use mnemo_proto::etcdserverpb::{request_op, PutRequest, RangeRequest, RequestOp, TxnRequest};
 use tonic::transport::Channel;
@@ -136,18 +137,6 @@ pub async fn put(g: &Global, a: &PutArgs) -> Result<Summary> {
         }
     })
     .await)
-}
-
-/// The first key after every key with `prefix`, as etcd's clients compute it.
-pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
 }
 
 fn range_request(key: &[u8], end: Option<&[u8]>, a: &RangeArgs) -> RangeRequest {

@@ -45,7 +45,9 @@ pub async fn keepalive(g: &Global, a: &KeepaliveArgs) -> Result<Summary> {
         // headers, which etcd sends with its first answer) and its answer is not timed.
         let (tx, rx) = mpsc::channel(1);
         let opening = BenchError("lease keep-alive: the stream closed".into());
-        tx.send(LeaseKeepAliveRequest { id }).await.map_err(|_| opening)?;
+        tx.send(LeaseKeepAliveRequest { id })
+            .await
+            .map_err(|_| opening)?;
         let mut rx = client
             .lease_keep_alive(ReceiverStream::new(rx))
             .await

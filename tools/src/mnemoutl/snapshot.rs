@@ -13,6 +13,7 @@ use clap::{Args, Subcommand};
 use mnemo::config::Config;
 use mnemo::mvcc::record::{META_TABLE, RAFT_META_PREFIX};
 use mnemo::mvcc::Store;
+use mnemo::server::prefix_end;
 use mnemo_storage::{Database, DatabaseOptions, Durability};
 use serde_json::json;
 
@@ -166,18 +167,6 @@ fn restore(a: &RestoreArgs) -> Result<Report> {
     ))
 }
 
-/// The first key after every key starting with `prefix`.
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0xff; prefix.len() + 1]
-}
-
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
@@ -209,11 +198,5 @@ mod tests {
         assert_eq!(si_bytes(5), "5 B");
         assert_eq!(si_bytes(2_100_000), "2.1 MB");
         assert_eq!(si_bytes(25_000), "25 kB");
-    }
-
-    #[test]
-    fn prefix_end_covers_the_prefix() {
-        assert_eq!(prefix_end(b"raft/"), b"raft0".to_vec());
-        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
     }
 }

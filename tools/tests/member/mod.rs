@@ -123,6 +123,22 @@ impl Member {
         KvClient::new(self.channel().await)
     }
 
+    /// The member's current revision (from a range's response header).
+    pub async fn revision(&self) -> i64 {
+        self.kv()
+            .await
+            .range(mnemo_proto::etcdserverpb::RangeRequest {
+                key: b"\0".to_vec(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .header
+            .unwrap()
+            .revision
+    }
+
     pub async fn lease(&self) -> LeaseClient<Channel> {
         LeaseClient::new(self.channel().await)
     }
