@@ -404,6 +404,8 @@ async fn wal_lists_segments_and_entries() {
     assert!(r.text.contains("put k0042 (100 bytes)"), "{}", r.text);
     assert!(r.text.contains("lease grant 1234 ttl 600"), "{}", r.text);
     assert!(r.text.contains("membership: voters"), "{}", r.text);
+    let first = &seg["records"][0];
+    assert!(first["crc"].as_u64().unwrap() > 0, "{first}");
 
     // A damaged record in the middle of a copy of the segment.
     let wal = d.join("member/wal");

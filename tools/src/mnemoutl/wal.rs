@@ -127,6 +127,11 @@ fn scan_segment(id: u64, bytes: &[u8], with_records: bool) -> SegmentScan {
             }
             Decoded::Valid(h) => {
                 let payload = &bytes[pos + RECORD_HEADER_LEN..pos + RECORD_HEADER_LEN + h.len as usize];
+                // The record's checksum (verified by decode_record), for the listing.
+                let crc = bytes
+                    .get(pos..pos + 4)
+                    .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                    .map_or(0, u32::from_le_bytes);
                 match h.kind {
                     RecordKind::Entry => {
                         entries += 1;
@@ -140,13 +145,13 @@ fn scan_segment(id: u64, bytes: &[u8], with_records: bool) -> SegmentScan {
                         if with_records {
                             let _ = writeln!(
                                 lines,
-                                "  seq {:<8} index {:<8} term {:<4} {:>7} B  {what}",
+                                "  seq {:<8} index {:<8} term {:<4} {:>7} B  crc {crc:08x}  {what}",
                                 h.seq,
                                 h.index,
                                 term.map_or("?".to_string(), |t| t.to_string()),
                                 h.len
                             );
-                            rows.push(json!({ "seq": h.seq, "index": h.index, "term": term, "len": h.len, "entry": row }));
+                            rows.push(json!({ "seq": h.seq, "index": h.index, "term": term, "len": h.len, "crc": crc, "entry": row }));
                         }
                     }
                     RecordKind::Truncate => {
@@ -154,10 +159,10 @@ fn scan_segment(id: u64, bytes: &[u8], with_records: bool) -> SegmentScan {
                         if with_records {
                             let _ = writeln!(
                                 lines,
-                                "  seq {:<8} truncate: entries from index {} are discarded",
+                                "  seq {:<8} crc {crc:08x}  truncate: entries from index {} are discarded",
                                 h.seq, h.index
                             );
-                            rows.push(json!({ "seq": h.seq, "truncate_from": h.index }));
+                            rows.push(json!({ "seq": h.seq, "crc": crc, "truncate_from": h.index }));
                         }
                     }
                 }
