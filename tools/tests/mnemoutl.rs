@@ -580,6 +580,17 @@ async fn snapshot_status_and_restore_into_a_new_member() {
 async fn damaged_files_never_panic() {
     let (dir, _) = populated().await;
     let original = std::fs::read(db_file(&dir)).unwrap();
+    let wal = data_dir(&dir).join("member/wal");
+    let segment = std::fs::read_dir(&wal)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "wal"))
+        .unwrap();
+    let wal_original = std::fs::read(&segment).unwrap();
+    let wal_copy = dir.path().join("fuzzed-wal");
+    std::fs::create_dir(&wal_copy).unwrap();
+    let wal_file = wal_copy.join(segment.file_name().unwrap());
     let copy = dir.path().join("fuzzed.db");
     let out = dir.path().join("fuzzed.svg");
     let mut seed = 0x9e3779b97f4a7c15u64;
@@ -589,7 +600,7 @@ async fn damaged_files_never_panic() {
         seed ^= seed << 17;
         seed
     };
-    for round in 0..40 {
+    for round in 0..30 {
         let mut bytes = original.clone();
         if round % 4 == 0 {
             let len = (next() as usize) % bytes.len();
@@ -601,6 +612,19 @@ async fn damaged_files_never_panic() {
             }
         }
         std::fs::write(&copy, &bytes).unwrap();
+        // The same damage to the WAL segment, within its written part.
+        let mut seg = wal_original.clone();
+        let used = wal_original.iter().rposition(|&b| b != 0).unwrap_or(0) + 1;
+        if round % 4 == 0 {
+            seg.truncate((next() as usize) % used);
+        } else {
+            for _ in 0..(1 + next() % 8) {
+                let at = (next() as usize) % used;
+                seg[at] = next() as u8;
+            }
+        }
+        std::fs::write(&wal_file, &seg).unwrap();
+        let _ = tool(&["inspect", "wal", s(&wal_copy), "--records"]);
         let p = s(&copy);
         for args in [
             vec!["inspect", "info", p],
