@@ -1,0 +1,167 @@
+use super::*;
+
+fn add_user(a: &mut AuthState, name: &str) {
+    a.user_add(&AuthUserAddRequest {
+        name: name.into(),
+        hashed_password: format!("hash-of-{name}"),
+        ..Default::default()
+    })
+    .unwrap();
+}
+
+fn grant(a: &mut AuthState, user: &str, role: &str) -> Result<Touched> {
+    a.user_grant_role(&AuthUserGrantRoleRequest {
+        user: user.into(),
+        role: role.into(),
+    })
+}
+
+#[test]
+fn enable_needs_root_with_the_root_role() {
+    let mut a = AuthState::default();
+    assert_eq!(a.enable(), Err(Error::RootUserNotExist));
+    add_user(&mut a, ROOT_USER);
+    assert_eq!(a.enable(), Err(Error::RootRoleNotExist));
+    // The root role need not exist as a role to be granted.
+    grant(&mut a, ROOT_USER, ROOT_ROLE).unwrap();
+    let rev = a.revision;
+    a.enable().unwrap();
+    assert!(a.enabled);
+    assert_eq!(a.revision, rev, "enabling does not bump the revision");
+    // Root cannot be taken apart while auth is on.
+    let del = AuthUserDeleteRequest {
+        name: ROOT_USER.into(),
+    };
+    assert_eq!(a.user_delete(&del), Err(Error::InvalidAuthMgmt));
+    let revoke = AuthUserRevokeRoleRequest {
+        name: ROOT_USER.into(),
+        role: ROOT_ROLE.into(),
+    };
+    assert_eq!(a.user_revoke_role(&revoke), Err(Error::InvalidAuthMgmt));
+    a.disable();
+    assert!(!a.enabled);
+    assert_eq!(a.tokens_from, a.revision);
+    a.user_revoke_role(&revoke).unwrap();
+    a.user_delete(&del).unwrap();
+}
+
+#[test]
+fn users_and_roles_errors() {
+    let mut a = AuthState::default();
+    let empty = AuthUserAddRequest::default();
+    assert_eq!(a.user_add(&empty), Err(Error::UserEmpty));
+    add_user(&mut a, "u");
+    assert_eq!(
+        a.user_add(&AuthUserAddRequest {
+            name: "u".into(),
+            ..Default::default()
+        }),
+        Err(Error::UserAlreadyExist)
+    );
+    assert_eq!(grant(&mut a, "nobody", "r"), Err(Error::UserNotFound));
+    assert_eq!(grant(&mut a, "u", "r"), Err(Error::RoleNotFound));
+    let role = |n: &str| AuthRoleAddRequest { name: n.into() };
+    assert_eq!(a.role_add(&role("")), Err(Error::RoleEmpty));
+    a.role_add(&role("r")).unwrap();
+    assert_eq!(a.role_add(&role("r")), Err(Error::RoleAlreadyExist));
+    grant(&mut a, "u", "r").unwrap();
+    // Granting again changes nothing.
+    let rev = a.revision;
+    assert_eq!(grant(&mut a, "u", "r"), Ok(Touched::default()));
+    assert_eq!(a.revision, rev);
+    let revoke = AuthUserRevokeRoleRequest {
+        name: "u".into(),
+        role: "other".into(),
+    };
+    assert_eq!(a.user_revoke_role(&revoke), Err(Error::RoleNotGranted));
+    let perm = AuthRoleRevokePermissionRequest {
+        role: "r".into(),
+        key: b"k".to_vec(),
+        range_end: vec![],
+    };
+    assert_eq!(
+        a.role_revoke_permission(&perm),
+        Err(Error::PermissionNotGranted)
+    );
+    // Deleting a role takes it from its users.
+    a.role_delete(&AuthRoleDeleteRequest { role: "r".into() })
+        .unwrap();
+    assert!(a.users["u"].user.roles.is_empty());
+    assert_eq!(
+        a.role_delete(&AuthRoleDeleteRequest { role: "r".into() }),
+        Err(Error::RoleNotFound)
+    );
+}
+
+#[test]
+fn permissions_follow_roles_and_root_has_all() {
+    let mut a = AuthState::default();
+    add_user(&mut a, "u");
+    add_user(&mut a, ROOT_USER);
+    grant(&mut a, ROOT_USER, ROOT_ROLE).unwrap();
+    a.role_add(&AuthRoleAddRequest { name: "r".into() })
+        .unwrap();
+    let grant_perm = |a: &mut AuthState, t: PermType| {
+        a.role_grant_permission(&AuthRoleGrantPermissionRequest {
+            name: "r".into(),
+            perm: Some(permission(t, b"p/", b"p0")),
+        })
+        .unwrap();
+    };
+    grant_perm(&mut a, PermType::Read);
+    grant(&mut a, "u", "r").unwrap();
+    assert!(a.permitted("u", PermType::Read, b"p/x", b""));
+    assert!(!a.permitted("u", PermType::Write, b"p/x", b""));
+    // The same range again replaces the type.
+    grant_perm(&mut a, PermType::Readwrite);
+    assert_eq!(a.roles["r"].key_permission.len(), 1);
+    assert!(a.permitted("u", PermType::Write, b"p/x", b""));
+    assert!(a.permitted(ROOT_USER, PermType::Write, b"anything", b"\0"));
+    assert!(!a.permitted("ghost", PermType::Read, b"p/x", b""));
+    let caller = Caller::Client {
+        user: None,
+        revision: a.revision,
+    };
+    assert_eq!(
+        caller.check(&a, PermType::Read, b"p/x", b""),
+        Err(Error::UserEmpty)
+    );
+    let u = Caller::Client {
+        user: Some("u".into()),
+        revision: a.revision,
+    };
+    assert_eq!(
+        u.check(&a, PermType::Read, b"q", b""),
+        Err(Error::PermissionDenied)
+    );
+    assert_eq!(u.check_admin(&a), Err(Error::PermissionDenied));
+}
+
+#[test]
+fn tokens_die_with_password_changes_and_disable() {
+    let mut a = AuthState::default();
+    add_user(&mut a, "u");
+    add_user(&mut a, "v");
+    let store = tokens::TokenStore::new(tokens::DEFAULT_TOKEN_TTL);
+    let tu = store.issue("u", &a).unwrap();
+    let tv = store.issue("v", &a).unwrap();
+    assert_ne!(tu, tv);
+    assert_eq!(store.user(&tu, &a).unwrap(), "u");
+    assert_eq!(store.user("nonsense.1", &a), Err(Error::InvalidAuthToken));
+    a.user_change_password(&AuthUserChangePasswordRequest {
+        name: "u".into(),
+        hashed_password: "new".into(),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(store.user(&tu, &a), Err(Error::InvalidAuthToken));
+    assert_eq!(store.user(&tv, &a).unwrap(), "v");
+    let tu = store.issue("u", &a).unwrap();
+    assert_eq!(store.user(&tu, &a).unwrap(), "u");
+    a.disable();
+    // (disable is a no-op while disabled; force the state as if it had been on)
+    a.enabled = true;
+    a.disable();
+    assert_eq!(store.user(&tu, &a), Err(Error::InvalidAuthToken));
+    assert_eq!(store.user(&tv, &a), Err(Error::InvalidAuthToken));
+}
