@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::token;
 use crate::error::Error;
 use crate::server::EtcdServer;
 
@@ -31,6 +32,8 @@ impl Lease for LeaseService {
         &self,
         req: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
+        // etcd 3.4 checks only the token of a grant.
+        self.server.access(token(&req))?;
         Ok(Response::new(
             self.server.lease_grant(req.into_inner()).await?,
         ))
@@ -40,8 +43,9 @@ impl Lease for LeaseService {
         &self,
         req: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        let access = self.server.access(token(&req))?;
         Ok(Response::new(
-            self.server.lease_revoke(req.into_inner()).await?,
+            self.server.lease_revoke(&access, req.into_inner()).await?,
         ))
     }
 
