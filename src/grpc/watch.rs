@@ -210,17 +210,12 @@ impl Call {
             // Refusals are queued by the hub in order with everything else.
             Some(RequestUnion::CreateRequest(create)) => {
                 if let Some(a) = &self.authorizer {
-                    // etcd refuses a watch on keys the caller may not read with one
-                    // reason, whatever the cause.
-                    if a.check(self.token.as_deref(), &create.key, &create.range_end)
-                        .is_err()
-                    {
-                        let denied = tonic::Status::from(crate::error::Error::PermissionDenied);
-                        self.control.reject(format!(
-                            "rpc error: code = {:?} desc = {}",
-                            denied.code(),
-                            denied.message()
-                        ));
+                    // etcd refuses a watch on keys the caller may not read with a
+                    // created-and-canceled response naming the error.
+                    if let Err(e) = a.check(self.token.as_deref(), &create.key, &create.range_end) {
+                        let (code, message) = e.code_and_message();
+                        self.control
+                            .reject(format!("rpc error: code = {code:?} desc = {message}"));
                         return;
                     }
                 }

@@ -125,15 +125,15 @@ impl Access {
 }
 
 impl EtcdServer {
-    /// Who sends a request carrying `token` (gRPC metadata `token`). With auth disabled
-    /// the token is ignored; with auth enabled, no token is a caller without a name and a
-    /// token that is unknown, expired or void is refused.
+    /// Who sends a request carrying `token` (gRPC metadata `token`). A token that is
+    /// unknown, expired or void is refused even while auth is disabled, as etcd does
+    /// (clients then drop it); with auth enabled, no token is a caller without a name.
     pub fn access(&self, token: Option<&str>) -> Result<Access> {
         let state = self.store.auth();
+        let user = token.map(|t| self.tokens.user(t, &state)).transpose()?;
         if !state.enabled {
             return Ok(Access::unchecked());
         }
-        let user = token.map(|t| self.tokens.user(t, &state)).transpose()?;
         let revision = state.revision;
         Ok(Access {
             caller: Caller::Client { user, revision },
