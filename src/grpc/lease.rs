@@ -55,6 +55,7 @@ impl Lease for LeaseService {
         &self,
         req: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        self.server.access(token(&req))?;
         let mut input = req.into_inner();
         let (tx, rx) = mpsc::channel(16);
         let server = self.server.clone();
@@ -95,6 +96,7 @@ impl Lease for LeaseService {
         &self,
         req: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        self.server.access(token(&req))?;
         let req = req.into_inner();
         Ok(Response::new(
             self.server.lease_time_to_live(req.id, req.keys).await?,
@@ -103,8 +105,9 @@ impl Lease for LeaseService {
 
     async fn lease_leases(
         &self,
-        _req: Request<LeaseLeasesRequest>,
+        req: Request<LeaseLeasesRequest>,
     ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        self.server.access(token(&req))?;
         let leases = self
             .server
             .store

@@ -38,13 +38,15 @@ type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
     async fn alarm(&self, req: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+        self.server.access(token(&req))?;
         Ok(Response::new(self.server.alarm(req.into_inner()).await?))
     }
 
     async fn status(
         &self,
-        _req: Request<StatusRequest>,
+        req: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
+        self.server.access(token(&req))?;
         Ok(Response::new(self.server.status()))
     }
 
