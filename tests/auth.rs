@@ -820,3 +820,54 @@ async fn watch_k1(
         .unwrap();
     (tx, resp.into_inner())
 }
+
+#[tokio::test]
+async fn lock_needs_permission_on_its_keys() {
+    use mnemo_proto::v3lockpb::{LockRequest, UnlockRequest};
+    let m = MnemoProcess::start(FLAGS);
+    let mut auth = m.auth().await;
+    add_role(
+        &mut auth,
+        None,
+        "locker",
+        &[(PermType::Readwrite, "l/", b"l0")],
+    )
+    .await;
+    add_user(&mut auth, None, "locker", "pw").await;
+    grant_role(&mut auth, None, "locker", "locker").await;
+    add_user(&mut auth, None, "none", "pw").await;
+    let root = enable_with_root(&mut auth).await;
+    let locker = login(&mut auth, "locker", "pw").await;
+    let none = login(&mut auth, "none", "pw").await;
+    let lease = m
+        .lease()
+        .await
+        .lease_grant(with_token(
+            LeaseGrantRequest {
+                ttl: 60,
+                ..Default::default()
+            },
+            &root,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    let mut lock = m.lock().await;
+    let r = LockRequest {
+        name: b"l".to_vec(),
+        lease,
+    };
+    let (code, msg) = status(lock.lock(with_token(r.clone(), &none)).await);
+    assert_eq!(msg, "etcdserver: permission denied", "{code:?}");
+    let key = lock
+        .lock(with_token(r, &locker))
+        .await
+        .unwrap()
+        .into_inner()
+        .key;
+    assert!(key.starts_with(b"l/"));
+    lock.unlock(with_token(UnlockRequest { key }, &locker))
+        .await
+        .unwrap();
+}
