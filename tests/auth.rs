@@ -367,6 +367,17 @@ async fn enabling_needs_root_and_then_every_request_needs_a_user() {
     grant_role(&mut auth, None, "root", "root").await;
     add_user(&mut auth, None, "u", "upw").await;
     auth.auth_enable(AuthEnableRequest {}).await.unwrap();
+    // AuthStatus is etcd 3.5's; 3.4 does not have it.
+    if !against_etcd() {
+        let st = auth
+            .auth_status(AuthStatusRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(st.enabled);
+        // Two user adds and a grant.
+        assert_eq!(st.auth_revision, 3);
+    }
 
     assert_eq!(status(kv.range(get("k")).await), user_empty());
     assert_eq!(status(kv.put(put("k", "v")).await), user_empty());
