@@ -6,21 +6,32 @@
 //! function of (state, command): every member computes the same [`CommandResponse`].
 
 use mnemo_proto::etcdserverpb::{
-    AlarmRequest, AlarmResponse, CompactionRequest, CompactionResponse, DeleteRangeRequest,
-    DeleteRangeResponse, LeaseCheckpointRequest, LeaseCheckpointResponse, LeaseGrantRequest,
-    LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse,
-    TxnRequest, TxnResponse,
+    AlarmRequest, AlarmResponse, AuthDisableRequest, AuthEnableRequest, AuthRoleAddRequest,
+    AuthRoleDeleteRequest, AuthRoleGrantPermissionRequest, AuthRoleRevokePermissionRequest,
+    AuthUserAddRequest, AuthUserChangePasswordRequest, AuthUserDeleteRequest,
+    AuthUserGrantRoleRequest, AuthUserRevokeRoleRequest, CompactionRequest, CompactionResponse,
+    DeleteRangeRequest, DeleteRangeResponse, LeaseCheckpointRequest, LeaseCheckpointResponse,
+    LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest,
+    PutResponse, ResponseHeader, TxnRequest, TxnResponse,
 };
 
 use crate::error::Error;
 
-// Format: protobuf message; field 1 a oneof of etcd's request messages (tags below), so a
-// log written today decodes with a later mnemo that adds operations.
+// Format: protobuf message; a oneof of etcd's request messages (tags 1-19 below), so a
+// log written today decodes with a later mnemo that adds operations; field 30 the auth
+// revision the request was checked at (0: not checked).
 /// One state-machine command: the payload of a normal raft entry.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Command {
-    #[prost(oneof = "Op", tags = "1, 2, 3, 4, 5, 6, 7, 8")]
+    #[prost(
+        oneof = "Op",
+        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19"
+    )]
     pub op: Option<Op>,
+    /// The auth revision the proposer checked the caller's permissions at: applying
+    /// refuses the command ("revision of auth store is old") if auth changed since.
+    #[prost(uint64, tag = "30")]
+    pub auth_revision: u64,
 }
 
 /// The operation a [`Command`] carries.
@@ -42,11 +53,46 @@ pub enum Op {
     LeaseCheckpoint(LeaseCheckpointRequest),
     #[prost(message, tag = "8")]
     Alarm(AlarmRequest),
+    #[prost(message, tag = "9")]
+    AuthEnable(AuthEnableRequest),
+    #[prost(message, tag = "10")]
+    AuthDisable(AuthDisableRequest),
+    /// Carries the bcrypt hash in `hashed_password`, never the password.
+    #[prost(message, tag = "11")]
+    UserAdd(AuthUserAddRequest),
+    #[prost(message, tag = "12")]
+    UserDelete(AuthUserDeleteRequest),
+    /// Carries the bcrypt hash in `hashed_password`, never the password.
+    #[prost(message, tag = "13")]
+    UserChangePassword(AuthUserChangePasswordRequest),
+    #[prost(message, tag = "14")]
+    UserGrantRole(AuthUserGrantRoleRequest),
+    #[prost(message, tag = "15")]
+    UserRevokeRole(AuthUserRevokeRoleRequest),
+    #[prost(message, tag = "16")]
+    RoleAdd(AuthRoleAddRequest),
+    #[prost(message, tag = "17")]
+    RoleDelete(AuthRoleDeleteRequest),
+    #[prost(message, tag = "18")]
+    RoleGrantPermission(AuthRoleGrantPermissionRequest),
+    #[prost(message, tag = "19")]
+    RoleRevokePermission(AuthRoleRevokePermissionRequest),
 }
 
 impl Command {
     pub fn new(op: Op) -> Self {
-        Self { op: Some(op) }
+        Self {
+            op: Some(op),
+            auth_revision: 0,
+        }
+    }
+
+    /// A command applied only if the auth revision is still `auth_revision` (0: always).
+    pub fn guarded(op: Op, auth_revision: u64) -> Self {
+        Self {
+            op: Some(op),
+            auth_revision,
+        }
     }
 }
 
@@ -62,6 +108,8 @@ pub enum CommandResponse {
     LeaseRevoke(LeaseRevokeResponse),
     LeaseCheckpoint(LeaseCheckpointResponse),
     Alarm(AlarmResponse),
+    /// An auth change was applied; the header carries the store revision.
+    Auth(ResponseHeader),
     /// The command was rejected deterministically (same error on every member), e.g. a
     /// compacted revision, an unknown lease or the space quota.
     Error(Error),

@@ -33,6 +33,24 @@ pub enum Error {
     ElectionNoLeader,
     /// Proclaim or Resign without a leader key.
     MissingLeaderKey,
+    // Auth (etcd's auth store).
+    RootUserNotExist,
+    RootRoleNotExist,
+    UserAlreadyExist,
+    UserEmpty,
+    UserNotFound,
+    RoleAlreadyExist,
+    RoleNotFound,
+    RoleEmpty,
+    AuthFailed,
+    PermissionNotGiven,
+    PermissionDenied,
+    RoleNotGranted,
+    PermissionNotGranted,
+    AuthNotEnabled,
+    InvalidAuthToken,
+    InvalidAuthMgmt,
+    AuthOldRevision,
     // Cluster and raft.
     NoLeader,
     NotLeader,
@@ -107,6 +125,74 @@ impl Error {
             Error::MissingLeaderKey => {
                 (Code::Unknown, Borrowed("\"leader\" field must be provided"))
             }
+            Error::RootUserNotExist => (
+                Code::FailedPrecondition,
+                Borrowed("etcdserver: root user does not exist"),
+            ),
+            Error::RootRoleNotExist => (
+                Code::FailedPrecondition,
+                Borrowed("etcdserver: root user does not have root role"),
+            ),
+            Error::UserAlreadyExist => (
+                Code::FailedPrecondition,
+                Borrowed("etcdserver: user name already exists"),
+            ),
+            Error::UserEmpty => (
+                Code::InvalidArgument,
+                Borrowed("etcdserver: user name is empty"),
+            ),
+            Error::UserNotFound => (
+                Code::FailedPrecondition,
+                Borrowed("etcdserver: user name not found"),
+            ),
+            Error::RoleAlreadyExist => (
+                Code::FailedPrecondition,
+                Borrowed("etcdserver: role name already exists"),
+            ),
+            Error::RoleNotFound => (
+                Code::FailedPrecondition,
+                Borrowed("etcdserver: role name not found"),
+            ),
+            Error::RoleEmpty => (
+                Code::InvalidArgument,
+                Borrowed("etcdserver: role name is empty"),
+            ),
+            Error::AuthFailed => (
+                Code::InvalidArgument,
+                Borrowed("etcdserver: authentication failed, invalid user ID or password"),
+            ),
+            Error::PermissionNotGiven => (
+                Code::InvalidArgument,
+                Borrowed("etcdserver: permission not given"),
+            ),
+            Error::PermissionDenied => (
+                Code::PermissionDenied,
+                Borrowed("etcdserver: permission denied"),
+            ),
+            Error::RoleNotGranted => (
+                Code::FailedPrecondition,
+                Borrowed("etcdserver: role is not granted to the user"),
+            ),
+            Error::PermissionNotGranted => (
+                Code::FailedPrecondition,
+                Borrowed("etcdserver: permission is not granted to the role"),
+            ),
+            Error::AuthNotEnabled => (
+                Code::FailedPrecondition,
+                Borrowed("etcdserver: authentication is not enabled"),
+            ),
+            Error::InvalidAuthToken => (
+                Code::Unauthenticated,
+                Borrowed("etcdserver: invalid auth token"),
+            ),
+            Error::InvalidAuthMgmt => (
+                Code::InvalidArgument,
+                Borrowed("etcdserver: invalid auth management"),
+            ),
+            Error::AuthOldRevision => (
+                Code::InvalidArgument,
+                Borrowed("etcdserver: revision of auth store is old"),
+            ),
             Error::NoLeader => (Code::Unavailable, Borrowed("etcdserver: no leader")),
             Error::NotLeader => (Code::FailedPrecondition, Borrowed("etcdserver: not leader")),
             Error::Timeout => (Code::Unavailable, Borrowed("etcdserver: request timed out")),
@@ -128,6 +214,29 @@ impl Error {
     /// so they reach the caller with code Unknown and etcd's message, and so do ours.
     pub fn concurrency_status(self) -> Status {
         Status::new(Code::Unknown, self.code_and_message().1)
+    }
+}
+
+impl Error {
+    /// The status of an auth error from an admin-only Maintenance call (Defragment,
+    /// Snapshot, Hash, HashKV): etcd returns its auth store's own error there, which
+    /// reaches the caller with code Unknown and an `auth: ` message.
+    pub fn maintenance_status(self) -> Status {
+        let (code, msg) = self.code_and_message();
+        match msg.strip_prefix("etcdserver: ") {
+            Some(rest) if self.is_auth() => Status::new(Code::Unknown, format!("auth: {rest}")),
+            _ => Status::new(code, msg),
+        }
+    }
+
+    fn is_auth(&self) -> bool {
+        matches!(
+            self,
+            Error::UserEmpty
+                | Error::UserNotFound
+                | Error::PermissionDenied
+                | Error::InvalidAuthToken
+        )
     }
 }
 
@@ -172,6 +281,12 @@ mod tests {
         let s = Status::from(Error::RequestTooLarge);
         assert_eq!(s.code(), Code::InvalidArgument);
         assert_eq!(s.message(), "etcdserver: request is too large");
+        let s = Status::from(Error::PermissionDenied);
+        assert_eq!(s.code(), Code::PermissionDenied);
+        assert_eq!(s.message(), "etcdserver: permission denied");
+        let s = Status::from(Error::InvalidAuthToken);
+        assert_eq!(s.code(), Code::Unauthenticated);
+        assert_eq!(s.message(), "etcdserver: invalid auth token");
     }
 
     #[test]

@@ -7,8 +7,10 @@
 //! * [`lease`]: the leader's lease clock.
 //! * [`server`]: turns client requests into raft proposals and reads.
 //! * [`grpc`]: thin tonic services for etcd's API.
+//! * [`auth`]: users, roles, permissions and tokens (etcd's auth).
 //! * [`error`]: the error type and its one conversion to a gRPC status.
 
+pub mod auth;
 pub mod command;
 pub mod config;
 pub mod error;

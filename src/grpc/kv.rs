@@ -9,6 +9,7 @@ use mnemo_proto::etcdserverpb::{
 };
 use tonic::{Request, Response, Status};
 
+use super::token;
 use crate::server::EtcdServer;
 
 #[derive(Debug, Clone)]
@@ -19,30 +20,42 @@ pub struct KvService {
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
-        Ok(Response::new(self.server.range(req.into_inner()).await?))
+        let access = self.server.access(token(&req))?;
+        Ok(Response::new(
+            self.server.range(&access, req.into_inner()).await?,
+        ))
     }
 
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        Ok(Response::new(self.server.put(req.into_inner()).await?))
+        let access = self.server.access(token(&req))?;
+        Ok(Response::new(
+            self.server.put(&access, req.into_inner()).await?,
+        ))
     }
 
     async fn delete_range(
         &self,
         req: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let access = self.server.access(token(&req))?;
         Ok(Response::new(
-            self.server.delete_range(req.into_inner()).await?,
+            self.server.delete_range(&access, req.into_inner()).await?,
         ))
     }
 
     async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
-        Ok(Response::new(self.server.txn(req.into_inner()).await?))
+        let access = self.server.access(token(&req))?;
+        Ok(Response::new(
+            self.server.txn(&access, req.into_inner()).await?,
+        ))
     }
 
     async fn compact(
         &self,
         req: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
+        // etcd 3.4 checks only the token of a compaction, not the caller's permissions.
+        self.server.access(token(&req))?;
         Ok(Response::new(self.server.compact(req.into_inner()).await?))
     }
 }

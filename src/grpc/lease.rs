@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::token;
 use crate::error::Error;
 use crate::server::EtcdServer;
 
@@ -31,6 +32,8 @@ impl Lease for LeaseService {
         &self,
         req: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
+        // etcd 3.4 checks only the token of a grant.
+        self.server.access(token(&req))?;
         Ok(Response::new(
             self.server.lease_grant(req.into_inner()).await?,
         ))
@@ -40,8 +43,9 @@ impl Lease for LeaseService {
         &self,
         req: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        let access = self.server.access(token(&req))?;
         Ok(Response::new(
-            self.server.lease_revoke(req.into_inner()).await?,
+            self.server.lease_revoke(&access, req.into_inner()).await?,
         ))
     }
 
@@ -51,6 +55,7 @@ impl Lease for LeaseService {
         &self,
         req: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        self.server.access(token(&req))?;
         let mut input = req.into_inner();
         let (tx, rx) = mpsc::channel(16);
         let server = self.server.clone();
@@ -91,6 +96,7 @@ impl Lease for LeaseService {
         &self,
         req: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        self.server.access(token(&req))?;
         let req = req.into_inner();
         Ok(Response::new(
             self.server.lease_time_to_live(req.id, req.keys).await?,
@@ -99,8 +105,9 @@ impl Lease for LeaseService {
 
     async fn lease_leases(
         &self,
-        _req: Request<LeaseLeasesRequest>,
+        req: Request<LeaseLeasesRequest>,
     ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        self.server.access(token(&req))?;
         let leases = self
             .server
             .store

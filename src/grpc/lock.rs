@@ -6,6 +6,7 @@ use mnemo_proto::v3lockpb::lock_server::Lock;
 use mnemo_proto::v3lockpb::{LockRequest, LockResponse, UnlockRequest, UnlockResponse};
 use tonic::{Request, Response, Status};
 
+use super::token;
 use crate::error::Error;
 use crate::server::EtcdServer;
 
@@ -17,6 +18,11 @@ pub struct LockService {
 #[tonic::async_trait]
 impl Lock for LockService {
     async fn lock(&self, req: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
+        let name = &req.get_ref().name;
+        self.server
+            .access(token(&req))
+            .and_then(|a| self.server.check_concurrency(&a, name, true))
+            .map_err(Error::concurrency_status)?;
         Ok(Response::new(
             self.server
                 .lock(req.into_inner())
@@ -29,6 +35,10 @@ impl Lock for LockService {
         &self,
         req: Request<UnlockRequest>,
     ) -> Result<Response<UnlockResponse>, Status> {
+        self.server
+            .access(token(&req))
+            .and_then(|a| a.write(&req.get_ref().key, &[]))
+            .map_err(Error::concurrency_status)?;
         Ok(Response::new(
             self.server
                 .unlock(req.into_inner())

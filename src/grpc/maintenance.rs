@@ -12,6 +12,7 @@ use mnemo_proto::etcdserverpb::{
 };
 use tonic::{Request, Response, Status};
 
+use super::token;
 use crate::error::Error;
 use crate::server::EtcdServer;
 
@@ -20,32 +21,48 @@ pub struct MaintenanceService {
     pub server: Arc<EtcdServer>,
 }
 
+impl MaintenanceService {
+    /// Defragment, Snapshot, Hash and HashKV need root once auth is enabled.
+    // The service methods' own error type, large as it is.
+    #[allow(clippy::result_large_err)]
+    fn admin<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        self.server
+            .access(token(req))
+            .and_then(|a| a.admin())
+            .map_err(Error::maintenance_status)
+    }
+}
+
 type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
     async fn alarm(&self, req: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+        self.server.access(token(&req))?;
         Ok(Response::new(self.server.alarm(req.into_inner()).await?))
     }
 
     async fn status(
         &self,
-        _req: Request<StatusRequest>,
+        req: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
+        self.server.access(token(&req))?;
         Ok(Response::new(self.server.status()))
     }
 
     async fn defragment(
         &self,
-        _req: Request<DefragmentRequest>,
+        req: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
+        self.admin(&req)?;
         self.server.defragment().await?;
         Ok(Response::new(DefragmentResponse {
             header: Some(self.server.header(0)),
         }))
     }
 
-    async fn hash(&self, _req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+    async fn hash(&self, req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        self.admin(&req)?;
         Ok(Response::new(self.server.hash().await?))
     }
 
@@ -53,6 +70,7 @@ impl Maintenance for MaintenanceService {
         &self,
         req: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
+        self.admin(&req)?;
         Ok(Response::new(
             self.server.hash_kv(req.into_inner().revision).await?,
         ))
@@ -62,8 +80,9 @@ impl Maintenance for MaintenanceService {
 
     async fn snapshot(
         &self,
-        _req: Request<SnapshotRequest>,
+        req: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
+        self.admin(&req)?;
         let rx = self.server.snapshot().await?;
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),

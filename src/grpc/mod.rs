@@ -4,6 +4,7 @@
 //! ([`http`]): one listener, HTTP/2 for gRPC (prior knowledge, as etcd's clients dial)
 //! and HTTP/1.1 for the rest.
 
+pub mod auth;
 pub mod cluster;
 pub mod election;
 pub mod http;
@@ -15,6 +16,7 @@ pub mod watch;
 
 use std::sync::Arc;
 
+use mnemo_proto::etcdserverpb::auth_server::AuthServer;
 use mnemo_proto::etcdserverpb::cluster_server::ClusterServer;
 use mnemo_proto::etcdserverpb::kv_server::KvServer;
 use mnemo_proto::etcdserverpb::lease_server::LeaseServer;
@@ -33,6 +35,12 @@ use crate::server::EtcdServer;
 /// the server rather than a transport error.
 pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
+/// The auth token a request carries in its gRPC metadata (`token`, where etcd's clients
+/// put it).
+pub fn token<T>(req: &tonic::Request<T>) -> Option<&str> {
+    req.metadata().get("token").and_then(|v| v.to_str().ok())
+}
+
 /// Every client-facing service and HTTP endpoint, ready to serve.
 pub fn router(server: Arc<EtcdServer>) -> Router {
     let max_recv = server.options.max_request_bytes + GRPC_OVERHEAD_BYTES;
@@ -50,6 +58,10 @@ pub fn router(server: Arc<EtcdServer>) -> Router {
     })
     .max_decoding_message_size(max_recv)
     .max_encoding_message_size(usize::MAX);
+    let auth = AuthServer::new(auth::AuthService {
+        server: server.clone(),
+    })
+    .max_decoding_message_size(max_recv);
     let cluster = ClusterServer::new(cluster::ClusterService {
         server: server.clone(),
     });
@@ -60,7 +72,15 @@ pub fn router(server: Arc<EtcdServer>) -> Router {
         progress_interval: server.options.watch_progress_notify_interval,
         max_response_bytes: max_recv,
     };
+    let authorizer_server = server.clone();
+    let authorizer: Arc<dyn watch::WatchAuthorizer> =
+        Arc::new(move |token: Option<&str>, key: &[u8], range_end: &[u8]| {
+            authorizer_server
+                .access(token)
+                .and_then(|a| a.read(key, range_end))
+        });
     let watch = watch::WatchService::new(server.hub.clone(), header, watch_config)
+        .with_authorizer(authorizer)
         .into_server()
         .max_decoding_message_size(max_recv)
         .max_encoding_message_size(usize::MAX);
@@ -79,6 +99,7 @@ pub fn router(server: Arc<EtcdServer>) -> Router {
         .add_service(lease)
         .add_service(maintenance)
         .add_service(cluster)
+        .add_service(auth)
         .add_service(lock)
         .add_service(election)
         .add_service(health)

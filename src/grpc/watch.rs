@@ -44,6 +44,20 @@ where
     }
 }
 
+/// Decides whether the caller holding `token` may watch `[key, range_end)`.
+pub trait WatchAuthorizer: Send + Sync + 'static {
+    fn check(&self, token: Option<&str>, key: &[u8], range_end: &[u8]) -> crate::error::Result<()>;
+}
+
+impl<F> WatchAuthorizer for F
+where
+    F: Fn(Option<&str>, &[u8], &[u8]) -> crate::error::Result<()> + Send + Sync + 'static,
+{
+    fn check(&self, token: Option<&str>, key: &[u8], range_end: &[u8]) -> crate::error::Result<()> {
+        self(token, key, range_end)
+    }
+}
+
 /// etcd's `--watch-progress-notify-interval` default.
 pub const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(10 * 60);
 /// etcd's floor for the progress interval.
@@ -80,6 +94,8 @@ pub struct WatchService {
     hub: Arc<WatchHub>,
     header: Arc<dyn HeaderSource>,
     config: WatchServiceConfig,
+    /// `None`: every caller may watch everything.
+    authorizer: Option<Arc<dyn WatchAuthorizer>>,
 }
 
 impl fmt::Debug for WatchService {
@@ -105,7 +121,14 @@ impl WatchService {
             hub,
             header,
             config,
+            authorizer: None,
         }
+    }
+
+    /// Checks every create request against the caller's permissions.
+    pub fn with_authorizer(mut self, authorizer: Arc<dyn WatchAuthorizer>) -> WatchService {
+        self.authorizer = Some(authorizer);
+        self
     }
 
     pub fn into_server(self) -> WatchServer<WatchService> {
@@ -121,6 +144,7 @@ impl Watch for WatchService {
         &self,
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let token = super::token(&request).map(str::to_string);
         let inbound = request.into_inner();
         let (control, receiver) = self.hub.new_stream();
         let (tx, rx) = mpsc::channel(SEND_BUFFER);
@@ -130,6 +154,8 @@ impl Watch for WatchService {
             tx,
             header: Arc::clone(&self.header),
             config: self.config.clone(),
+            authorizer: self.authorizer.clone(),
+            token,
         };
         tokio::spawn(call.run(inbound));
         Ok(Response::new(ReceiverStream::new(rx)))
@@ -143,6 +169,9 @@ struct Call {
     tx: mpsc::Sender<Result<WatchResponse, Status>>,
     header: Arc<dyn HeaderSource>,
     config: WatchServiceConfig,
+    authorizer: Option<Arc<dyn WatchAuthorizer>>,
+    /// The call's auth token, checked again at each create request.
+    token: Option<String>,
 }
 
 impl Call {
@@ -180,6 +209,16 @@ impl Call {
         match req.request_union {
             // Refusals are queued by the hub in order with everything else.
             Some(RequestUnion::CreateRequest(create)) => {
+                if let Some(a) = &self.authorizer {
+                    // etcd refuses a watch on keys the caller may not read with a
+                    // created-and-canceled response naming the error.
+                    if let Err(e) = a.check(self.token.as_deref(), &create.key, &create.range_end) {
+                        let (code, message) = e.code_and_message();
+                        self.control
+                            .reject(format!("rpc error: code = {code:?} desc = {message}"));
+                        return;
+                    }
+                }
                 let _ = self.control.watch(&create);
             }
             Some(RequestUnion::CancelRequest(cancel)) => {

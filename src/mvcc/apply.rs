@@ -31,12 +31,13 @@ use mnemo_storage::{Durability, WriteTransaction};
 use super::index::{IndexRev, IndexView, KeyEntry, KeyRange, Layer, Layered};
 use super::range::{self, header};
 use super::record::{
-    self, Record, ALARM_TABLE, KV_TABLE, LEASE_TABLE, META_COMPACT_REV, META_CURRENT_REV,
-    META_TABLE, RAFT_META_PREFIX,
+    self, Record, ALARM_TABLE, AUTH_TABLE, KV_TABLE, LEASE_TABLE, META_COMPACT_REV,
+    META_CURRENT_REV, META_TABLE, RAFT_META_PREFIX,
 };
 use super::revision::Revision;
 use super::store::{internal, read_kv, sort_alarms, GateToken, Store, REMOVALS_PER_BATCH};
 use super::{Applied, LeaseInfo};
+use crate::auth::{AuthState, Touched};
 use crate::command::{Command, CommandResponse, Op};
 use crate::error::{Error, Result};
 
@@ -58,6 +59,8 @@ struct Batch {
     events: Vec<Event>,
     granted: Vec<LeaseInfo>,
     revoked: Vec<i64>,
+    /// The auth state as changed by this batch; `None`: unchanged.
+    auth: Option<AuthState>,
 }
 
 /// An open apply batch: holds the store's single writer until committed.
@@ -147,6 +150,7 @@ impl Store {
                 events: Vec::new(),
                 granted: Vec::new(),
                 revoked: Vec::new(),
+                auth: None,
             },
             start_rev: current_rev,
             start_compact: compact_rev,
@@ -169,6 +173,9 @@ impl Applier<'_> {
                 "mnemo: command carries no operation".into(),
             ));
         };
+        if cmd.auth_revision != 0 && cmd.auth_revision < self.auth_revision() {
+            return CommandResponse::Error(Error::AuthOldRevision);
+        }
         let res = match op {
             Op::Put(r) => self.put(r).map(CommandResponse::Put),
             Op::DeleteRange(r) => self.delete_range(r).map(CommandResponse::DeleteRange),
@@ -180,6 +187,17 @@ impl Applier<'_> {
                 .lease_checkpoint(r)
                 .map(CommandResponse::LeaseCheckpoint),
             Op::Alarm(r) => self.alarm(r).map(CommandResponse::Alarm),
+            Op::AuthEnable(_) => self.auth(|a| a.enable()),
+            Op::AuthDisable(_) => self.auth(|a| Ok(a.disable())),
+            Op::UserAdd(r) => self.auth(|a| a.user_add(r)),
+            Op::UserDelete(r) => self.auth(|a| a.user_delete(r)),
+            Op::UserChangePassword(r) => self.auth(|a| a.user_change_password(r)),
+            Op::UserGrantRole(r) => self.auth(|a| a.user_grant_role(r)),
+            Op::UserRevokeRole(r) => self.auth(|a| a.user_revoke_role(r)),
+            Op::RoleAdd(r) => self.auth(|a| a.role_add(r)),
+            Op::RoleDelete(r) => self.auth(|a| a.role_delete(r)),
+            Op::RoleGrantPermission(r) => self.auth(|a| a.role_grant_permission(r)),
+            Op::RoleRevokePermission(r) => self.auth(|a| a.role_revoke_permission(r)),
         };
         match res {
             Ok(r) => r,
@@ -312,6 +330,9 @@ impl Applier<'_> {
         if batch.alarms_changed {
             st.alarms = batch.alarms;
         }
+        if let Some(auth) = batch.auth {
+            st.auth = std::sync::Arc::new(auth);
+        }
         st.current_rev = batch.current_rev;
         if batch.compacted {
             st.compact_rev = batch.compact_rev;
@@ -340,6 +361,60 @@ impl Applier<'_> {
             leases_revoked: batch.revoked,
             prev_kv_omitted: !fill_prev,
         })
+    }
+
+    // ---- auth ----
+
+    fn auth_revision(&self) -> u64 {
+        match &self.batch.auth {
+            Some(a) => a.revision,
+            None => self.store.state.read().auth.revision,
+        }
+    }
+
+    /// Applies one auth change to the batch's copy of the auth state and writes what it
+    /// touched to the auth table. A rejected change leaves both as they were.
+    fn auth(
+        &mut self,
+        change: impl FnOnce(&mut AuthState) -> Result<Touched>,
+    ) -> Result<CommandResponse> {
+        let mut next = match &self.batch.auth {
+            Some(a) => a.clone(),
+            None => AuthState::clone(&self.store.state.read().auth),
+        };
+        let touched = change(&mut next)?;
+        let mut table = self.wtx.open_table(AUTH_TABLE)?;
+        if touched.flags {
+            table.insert(
+                record::AUTH_FLAGS_KEY,
+                &record::encode_auth_flags(next.enabled, next.revision),
+            )?;
+        }
+        for name in &touched.users {
+            let k = record::auth_user_key(name);
+            match next.users.get(name) {
+                Some(u) => {
+                    table.insert(&k, &record::encode_auth_user(&u.user))?;
+                }
+                None => {
+                    table.remove(&k)?;
+                }
+            }
+        }
+        for name in &touched.roles {
+            let k = record::auth_role_key(name);
+            match next.roles.get(name) {
+                Some(r) => {
+                    table.insert(&k, &record::encode_auth_role(r))?;
+                }
+                None => {
+                    table.remove(&k)?;
+                }
+            }
+        }
+        drop(table);
+        self.batch.auth = Some(next);
+        Ok(CommandResponse::Auth(header(self.batch.current_rev)))
     }
 
     // ---- reads inside the batch ----

@@ -8,7 +8,8 @@ use mnemo_storage::{ReadTransaction, Table};
 
 use super::index::KeyRange;
 use super::record::{
-    Record, RecordKind, ALARM_TABLE, KV_TABLE, LEASE_TABLE, META_TABLE, RAFT_META_PREFIX,
+    Record, RecordKind, ALARM_TABLE, AUTH_TABLE, KV_TABLE, LEASE_TABLE, META_TABLE,
+    RAFT_META_PREFIX,
 };
 use super::revision::Revision;
 use super::store::{read_kv, Store};
@@ -122,7 +123,7 @@ impl Store {
     pub fn hash(&self) -> Result<u32> {
         let p = self.pin()?;
         let mut crc = hash_history(&p, p.current)?;
-        for name in [LEASE_TABLE, ALARM_TABLE, META_TABLE] {
+        for name in [LEASE_TABLE, ALARM_TABLE, META_TABLE, AUTH_TABLE] {
             crc = crc32c::crc32c_append(crc, name.as_bytes());
             for e in p.rtx.open_table(name)?.iter()? {
                 let e = e?;

@@ -7,7 +7,9 @@
 //! bound to the key it was written under, and a bug in this module's encoders is caught
 //! on the next read instead of being served.
 
+use mnemo_proto::authpb::{Role, User};
 use mnemo_proto::mvccpb::KeyValue;
+use prost::Message;
 
 use super::revision::{Revision, REVISION_LEN};
 use crate::error::{Error, Result};
@@ -17,7 +19,8 @@ pub const KV_TABLE: &str = "kv";
 pub const META_TABLE: &str = "meta";
 pub const LEASE_TABLE: &str = "lease";
 pub const ALARM_TABLE: &str = "alarm";
-pub const TABLES: [&str; 4] = [KV_TABLE, META_TABLE, LEASE_TABLE, ALARM_TABLE];
+pub const AUTH_TABLE: &str = "auth";
+pub const TABLES: [&str; 5] = [KV_TABLE, META_TABLE, LEASE_TABLE, ALARM_TABLE, AUTH_TABLE];
 
 /// Meta keys owned by the store; raft metadata lives under [`RAFT_META_PREFIX`].
 pub const META_CURRENT_REV: &[u8] = b"mvcc/current_revision";
@@ -239,6 +242,80 @@ pub fn decode_alarm(key: &[u8], value: &[u8]) -> Result<(u64, i32)> {
     Ok((u64::from_be_bytes(m), u32::from_be_bytes(a) as i32))
 }
 
+/// Auth table keys: the flags, and users and roles by name.
+pub const AUTH_FLAGS_KEY: &[u8] = b"flags";
+pub const AUTH_USER_PREFIX: &[u8] = b"user/";
+pub const AUTH_ROLE_PREFIX: &[u8] = b"role/";
+
+pub fn auth_user_key(name: &str) -> Vec<u8> {
+    [AUTH_USER_PREFIX, name.as_bytes()].concat()
+}
+
+pub fn auth_role_key(name: &str) -> Vec<u8> {
+    [AUTH_ROLE_PREFIX, name.as_bytes()].concat()
+}
+
+// Format (payload): { enabled u8 (0 or 1) | auth revision u64 LE }
+pub fn encode_auth_flags(enabled: bool, revision: u64) -> Vec<u8> {
+    let mut p = [0u8; 9];
+    p[0] = u8::from(enabled);
+    p[1..].copy_from_slice(&revision.to_le_bytes());
+    seal(AUTH_FLAGS_KEY, &p)
+}
+
+/// Decodes the auth flags into (enabled, auth revision).
+pub fn decode_auth_flags(value: &[u8]) -> Result<(bool, u64)> {
+    let p = unseal(AUTH_TABLE, AUTH_FLAGS_KEY, value)?;
+    match p {
+        [e @ (0 | 1), rev @ ..] if rev.len() == 8 => {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(rev);
+            Ok((*e == 1, u64::from_le_bytes(b)))
+        }
+        _ => Err(corrupt(AUTH_TABLE, "key flags", "malformed auth flags")),
+    }
+}
+
+// Format (payload): etcd's authpb.User protobuf (name, bcrypt hash, sorted roles, options).
+pub fn encode_auth_user(user: &User) -> Vec<u8> {
+    let key = [AUTH_USER_PREFIX, &user.name].concat();
+    seal(&key, &user.encode_to_vec())
+}
+
+/// Decodes a user entry; its name must be the one in the key.
+pub fn decode_auth_user(key: &[u8], value: &[u8]) -> Result<User> {
+    let p = unseal(AUTH_TABLE, key, value)?;
+    let user = User::decode(p).map_err(|e| corrupt(AUTH_TABLE, show_key(key), &e.to_string()))?;
+    if key.strip_prefix(AUTH_USER_PREFIX) != Some(user.name.as_slice()) {
+        return Err(corrupt(
+            AUTH_TABLE,
+            show_key(key),
+            "user name differs from key",
+        ));
+    }
+    Ok(user)
+}
+
+// Format (payload): etcd's authpb.Role protobuf (name, permissions sorted by key).
+pub fn encode_auth_role(role: &Role) -> Vec<u8> {
+    let key = [AUTH_ROLE_PREFIX, &role.name].concat();
+    seal(&key, &role.encode_to_vec())
+}
+
+/// Decodes a role entry; its name must be the one in the key.
+pub fn decode_auth_role(key: &[u8], value: &[u8]) -> Result<Role> {
+    let p = unseal(AUTH_TABLE, key, value)?;
+    let role = Role::decode(p).map_err(|e| corrupt(AUTH_TABLE, show_key(key), &e.to_string()))?;
+    if key.strip_prefix(AUTH_ROLE_PREFIX) != Some(role.name.as_slice()) {
+        return Err(corrupt(
+            AUTH_TABLE,
+            show_key(key),
+            "role name differs from key",
+        ));
+    }
+    Ok(role)
+}
+
 /// A sealed i64 (meta revisions).
 pub fn encode_i64(key: &[u8], v: i64) -> Vec<u8> {
     seal(key, &v.to_le_bytes())
@@ -313,5 +390,31 @@ mod tests {
         let m = encode_i64(META_CURRENT_REV, 12);
         assert_eq!(decode_i64(META_CURRENT_REV, &m).unwrap(), 12);
         assert!(decode_i64(META_COMPACT_REV, &m).is_err());
+    }
+
+    #[test]
+    fn auth_records_round_trip_and_are_checked() {
+        let f = encode_auth_flags(true, 42);
+        assert_eq!(decode_auth_flags(&f).unwrap(), (true, 42));
+        assert!(decode_auth_flags(&seal(AUTH_FLAGS_KEY, &[2; 9])).is_err());
+        assert!(decode_auth_flags(&seal(AUTH_FLAGS_KEY, &[1; 3])).is_err());
+        let user = User {
+            name: b"alice".to_vec(),
+            password: b"$2b$04$hash".to_vec(),
+            roles: vec!["r1".into()],
+            options: None,
+        };
+        let v = encode_auth_user(&user);
+        assert_eq!(decode_auth_user(&auth_user_key("alice"), &v).unwrap(), user);
+        assert!(decode_auth_user(&auth_user_key("bob"), &v).is_err());
+        let bad = seal(&auth_user_key("alice"), &[0xff, 0xff]);
+        assert!(decode_auth_user(&auth_user_key("alice"), &bad).is_err());
+        let role = Role {
+            name: b"r1".to_vec(),
+            key_permission: vec![],
+        };
+        let v = encode_auth_role(&role);
+        assert_eq!(decode_auth_role(&auth_role_key("r1"), &v).unwrap(), role);
+        assert!(decode_auth_role(&auth_role_key("r2"), &v).is_err());
     }
 }

@@ -26,11 +26,12 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use super::index::{IndexLoader, IndexRev, KeyIndex};
 use super::range;
 use super::record::{
-    self, Record, RecordKind, ALARM_TABLE, KV_TABLE, LEASE_TABLE, META_COMPACT_REV,
+    self, Record, RecordKind, ALARM_TABLE, AUTH_TABLE, KV_TABLE, LEASE_TABLE, META_COMPACT_REV,
     META_CURRENT_REV, META_TABLE, RAFT_META_PREFIX, TABLES,
 };
 use super::revision::Revision;
 use super::LeaseInfo;
+use crate::auth::{AuthState, UserEntry};
 use crate::error::{Error, Result};
 
 /// The cached figure of [`Store::db_size_in_use`]: (measured at, commit, bytes).
@@ -60,6 +61,7 @@ pub(crate) struct State {
     pub alarms: Vec<AlarmMember>,
     /// History records out of the index but still in the page file, oldest first.
     pub pending_removal: VecDeque<Revision>,
+    pub auth: Arc<AuthState>,
 }
 
 /// The store's single apply slot: held by the open apply batch, and briefly by anything
@@ -224,6 +226,7 @@ fn load(db: Database) -> Result<State> {
         alarms.push(AlarmMember { member_id, alarm });
     }
     sort_alarms(&mut alarms);
+    let auth = load_auth(&rtx.open_table(AUTH_TABLE)?)?;
     drop(rtx);
     Ok(State {
         db,
@@ -234,7 +237,40 @@ fn load(db: Database) -> Result<State> {
         lease_keys,
         alarms,
         pending_removal,
+        auth: Arc::new(auth),
     })
+}
+
+/// The auth state from its table (docs/format.md, "auth").
+fn load_auth(table: &Table<'_>) -> Result<AuthState> {
+    let mut auth = AuthState::default();
+    for e in table.iter()? {
+        let e = e?;
+        let key = e.key();
+        if key == record::AUTH_FLAGS_KEY {
+            (auth.enabled, auth.revision) = record::decode_auth_flags(e.value())?;
+        } else if key.starts_with(record::AUTH_USER_PREFIX) {
+            let user = record::decode_auth_user(key, e.value())?;
+            let name = String::from_utf8_lossy(&user.name).into_owned();
+            auth.users.insert(
+                name,
+                UserEntry {
+                    user,
+                    tokens_from: 0,
+                },
+            );
+        } else if key.starts_with(record::AUTH_ROLE_PREFIX) {
+            let role = record::decode_auth_role(key, e.value())?;
+            let name = String::from_utf8_lossy(&role.name).into_owned();
+            auth.roles.insert(name, role);
+        } else {
+            return Err(internal(format!(
+                "mvcc: table auth has an unknown key {:?}",
+                String::from_utf8_lossy(key)
+            )));
+        }
+    }
+    Ok(auth)
 }
 
 pub(crate) fn sort_alarms(alarms: &mut [AlarmMember]) {
@@ -334,6 +370,11 @@ impl Store {
             .get(&id)
             .map(|s| s.iter().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// The auth state as of the last applied batch.
+    pub fn auth(&self) -> Arc<AuthState> {
+        self.state.read().auth.clone()
     }
 
     /// Active alarms, by (alarm type, member id).

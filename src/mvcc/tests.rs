@@ -1046,7 +1046,7 @@ fn readers_never_see_a_batch_before_it_commits() {
 fn empty_commands_are_rejected() {
     let (_d, s) = open();
     let mut a = s.begin_apply().unwrap();
-    let r = a.apply(&Command { op: None });
+    let r = a.apply(&Command::default());
     assert!(matches!(
         r,
         CommandResponse::Error(Error::InvalidArgument(_))

@@ -702,6 +702,16 @@ impl WatchStream {
         }
     }
 
+    /// Refuses a create request before it reaches the hub (the caller may not watch
+    /// its range): queues `Rejected` in order with everything else.
+    pub fn reject(&self, reason: String) {
+        let st = self.shared.state.lock();
+        self.outbox.push_control(StreamItem::Rejected {
+            reason,
+            revision: st.revision,
+        });
+    }
+
     /// Cancels a watcher: drops its queued events and queues `Canceled`. False (and
     /// nothing queued, as in etcd) for an unknown id.
     pub fn cancel(&self, watch_id: i64) -> bool {

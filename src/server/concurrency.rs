@@ -27,6 +27,7 @@ use mnemo_proto::etcdserverpb::{
 };
 use mnemo_proto::mvccpb::{event::EventType, Event, KeyValue};
 
+use super::Access;
 use super::EtcdServer;
 use crate::error::{Error, Result};
 use crate::mvcc::watch::{StreamItem, WatchReceiver, WatchStream};
@@ -159,11 +160,14 @@ impl EtcdServer {
     pub(super) async fn enqueue(&self, name: &[u8], lease: i64, value: &[u8]) -> Result<WaiterKey> {
         let key = waiter_key(name, lease);
         let resp = self
-            .txn(TxnRequest {
-                compare: vec![created_at(&key, 0)],
-                success: vec![put_op(&key, value, lease)],
-                failure: vec![get_op(&key)],
-            })
+            .txn(
+                &Access::unchecked(),
+                TxnRequest {
+                    compare: vec![created_at(&key, 0)],
+                    success: vec![put_op(&key, value, lease)],
+                    failure: vec![get_op(&key)],
+                },
+            )
             .await?;
         let revision = resp.header.as_ref().map_or(0, |h| h.revision);
         let (create_revision, existing_value) = if resp.succeeded {
@@ -196,20 +200,23 @@ impl EtcdServer {
         loop {
             // One read for both: my key still there, and the newest key before mine.
             let resp = self
-                .txn(TxnRequest {
-                    compare: vec![],
-                    success: vec![
-                        get_op(&me.key),
-                        RequestOp {
-                            request: Some(Op::RequestRange(by_create(
-                                prefix,
-                                SortOrder::Descend,
-                                me.create_revision - 1,
-                            ))),
-                        },
-                    ],
-                    failure: vec![],
-                })
+                .txn(
+                    &Access::unchecked(),
+                    TxnRequest {
+                        compare: vec![],
+                        success: vec![
+                            get_op(&me.key),
+                            RequestOp {
+                                request: Some(Op::RequestRange(by_create(
+                                    prefix,
+                                    SortOrder::Descend,
+                                    me.create_revision - 1,
+                                ))),
+                            },
+                        ],
+                        failure: vec![],
+                    },
+                )
                 .await?;
             let header = resp.header.unwrap_or_default();
             let mine = range_kvs(&resp, 0).first();
@@ -345,7 +352,7 @@ impl Drop for Withdraw {
         };
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                if let Err(e) = server.txn(req).await {
+                if let Err(e) = server.txn(&Access::unchecked(), req).await {
                     tracing::debug!(error = %e, "withdrawing a lock or election key failed");
                 }
             });

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use super::concurrency::{
     by_create, created_at, delete_op, prefix_end, put_op, waiters_prefix, KeyWatch, Withdraw,
 };
+use super::Access;
 use super::EtcdServer;
 use crate::error::{Error, Result};
 
@@ -68,11 +69,14 @@ impl EtcdServer {
         value: &[u8],
     ) -> Result<ResponseHeader> {
         let resp = self
-            .txn(TxnRequest {
-                compare: vec![created_at(key, rev)],
-                success: vec![put_op(key, value, lease)],
-                failure: vec![],
-            })
+            .txn(
+                &Access::unchecked(),
+                TxnRequest {
+                    compare: vec![created_at(key, rev)],
+                    success: vec![put_op(key, value, lease)],
+                    failure: vec![],
+                },
+            )
             .await?;
         if !resp.succeeded {
             return Err(Error::ElectionNotLeader);
@@ -85,11 +89,14 @@ impl EtcdServer {
     pub async fn resign(&self, req: ResignRequest) -> Result<ResignResponse> {
         let leader = req.leader.ok_or(Error::MissingLeaderKey)?;
         let resp = self
-            .txn(TxnRequest {
-                compare: vec![created_at(&leader.key, leader.rev)],
-                success: vec![delete_op(&leader.key)],
-                failure: vec![],
-            })
+            .txn(
+                &Access::unchecked(),
+                TxnRequest {
+                    compare: vec![created_at(&leader.key, leader.rev)],
+                    success: vec![delete_op(&leader.key)],
+                    failure: vec![],
+                },
+            )
             .await?;
         Ok(ResignResponse {
             header: resp.header,
@@ -100,7 +107,10 @@ impl EtcdServer {
     /// when there is none).
     pub async fn leader(&self, name: &[u8]) -> Result<LeaderResponse> {
         let resp = self
-            .range(by_create(&waiters_prefix(name), SortOrder::Ascend, 0))
+            .range(
+                &Access::unchecked(),
+                by_create(&waiters_prefix(name), SortOrder::Ascend, 0),
+            )
             .await?;
         let kv = resp.kvs.into_iter().next().ok_or(Error::ElectionNoLeader)?;
         Ok(LeaderResponse {
@@ -135,7 +145,12 @@ impl EtcdServer {
         let prefix = waiters_prefix(name);
         let end = prefix_end(&prefix);
         loop {
-            let resp = self.range(by_create(&prefix, SortOrder::Ascend, 0)).await?;
+            let resp = self
+                .range(
+                    &Access::unchecked(),
+                    by_create(&prefix, SortOrder::Ascend, 0),
+                )
+                .await?;
             let now = resp.header.as_ref().map_or(0, |h| h.revision);
             let (revision, kv) = match resp.kvs.into_iter().next() {
                 Some(kv) => (now, kv),

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use mnemo_proto::v3lockpb::{LockRequest, LockResponse, UnlockRequest, UnlockResponse};
 
 use super::concurrency::{waiters_prefix, Withdraw};
+use super::Access;
 use super::EtcdServer;
 use crate::error::{Error, Result};
 use mnemo_proto::etcdserverpb::DeleteRangeRequest;
@@ -33,10 +34,13 @@ impl EtcdServer {
     /// Deletes the lock's key; an unknown key is no error.
     pub async fn unlock(&self, req: UnlockRequest) -> Result<UnlockResponse> {
         let resp = self
-            .delete_range(DeleteRangeRequest {
-                key: req.key,
-                ..Default::default()
-            })
+            .delete_range(
+                &Access::unchecked(),
+                DeleteRangeRequest {
+                    key: req.key,
+                    ..Default::default()
+                },
+            )
             .await?;
         Ok(UnlockResponse {
             header: resp.header,

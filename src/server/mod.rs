@@ -5,6 +5,7 @@
 //! raft, serves reads (linearizable through the raft read index, or serializable from
 //! the local store), and fills every response header.
 
+mod auth;
 mod compactor;
 mod concurrency;
 mod election;
@@ -13,6 +14,7 @@ mod metrics;
 mod run;
 pub mod validate;
 
+pub use auth::Access;
 pub use concurrency::prefix_end;
 pub use metrics::ServerCounters;
 pub use run::{run, serve, shutdown_signal, DirLock};
@@ -31,6 +33,7 @@ use mnemo_proto::etcdserverpb::{
 };
 use prost::Message;
 
+use crate::auth::tokens::TokenStore;
 use crate::command::{Command, CommandResponse, Op};
 use crate::error::{Error, Result};
 use crate::lease::Lessor;
@@ -72,6 +75,10 @@ pub struct ServerOptions {
     pub watch_progress_notify_interval: Duration,
     /// Write the WAL with pwrite + fdatasync even where io_uring works.
     pub wal_force_pwrite: bool,
+    /// `--bcrypt-cost`: the cost of password hashes.
+    pub bcrypt_cost: u32,
+    /// `--auth-token-ttl`: how long an unused simple token stays valid.
+    pub auth_token_ttl: Duration,
 }
 
 /// A running member.
@@ -83,6 +90,8 @@ pub struct EtcdServer {
     pub hub: Arc<WatchHub>,
     pub lessor: Arc<Lessor>,
     pub counters: ServerCounters,
+    /// Simple tokens handed out by Authenticate.
+    pub tokens: TokenStore,
     lease_ids: LeaseIdGenerator,
 }
 
@@ -95,6 +104,7 @@ impl EtcdServer {
         lessor: Arc<Lessor>,
     ) -> Self {
         let lease_ids = LeaseIdGenerator::new(options.member_id);
+        let tokens = TokenStore::new(options.auth_token_ttl);
         Self {
             options,
             store,
@@ -102,6 +112,7 @@ impl EtcdServer {
             hub,
             lessor,
             counters: ServerCounters::default(),
+            tokens,
             lease_ids,
         }
     }
@@ -133,7 +144,12 @@ impl EtcdServer {
 
     /// Proposes `op` and returns its result; a deterministic rejection becomes an error.
     async fn propose(&self, op: Op) -> Result<CommandResponse> {
-        let cmd = Command::new(op);
+        self.propose_guarded(op, 0).await
+    }
+
+    /// [`EtcdServer::propose`] of a request checked at auth revision `auth_revision`.
+    async fn propose_guarded(&self, op: Op, auth_revision: u64) -> Result<CommandResponse> {
+        let cmd = Command::guarded(op, auth_revision);
         if cmd.encoded_len() > self.options.max_request_bytes {
             return Err(Error::RequestTooLarge);
         }
@@ -174,21 +190,24 @@ impl EtcdServer {
             .any(|a| a.alarm == AlarmType::Nospace as i32)
     }
 
-    pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse> {
+    pub async fn range(&self, access: &Access, req: RangeRequest) -> Result<RangeResponse> {
         validate::check_range(&req)?;
+        access.check_range(&req)?;
         if !req.serializable {
             self.raft.read_index().await?;
         }
         let store = self.store.clone();
         let mut resp = blocking(move || store.range(&req)).await?;
+        self.recheck_read(access)?;
         self.fill(&mut resp.header);
         Ok(resp)
     }
 
-    pub async fn put(&self, req: PutRequest) -> Result<PutResponse> {
+    pub async fn put(&self, access: &Access, req: PutRequest) -> Result<PutResponse> {
         validate::check_put(&req)?;
+        self.check_put(access, &req)?;
         self.check_quota(req.encoded_len()).await?;
-        match self.propose(Op::Put(req)).await? {
+        match self.propose_guarded(Op::Put(req), access.guard()).await? {
             CommandResponse::Put(mut resp) => {
                 self.fill(&mut resp.header);
                 Ok(resp)
@@ -197,9 +216,17 @@ impl EtcdServer {
         }
     }
 
-    pub async fn delete_range(&self, req: DeleteRangeRequest) -> Result<DeleteRangeResponse> {
+    pub async fn delete_range(
+        &self,
+        access: &Access,
+        req: DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse> {
         validate::check_delete(&req)?;
-        match self.propose(Op::DeleteRange(req)).await? {
+        self.check_delete(access, &req)?;
+        match self
+            .propose_guarded(Op::DeleteRange(req), access.guard())
+            .await?
+        {
             CommandResponse::DeleteRange(mut resp) => {
                 self.fill(&mut resp.header);
                 Ok(resp)
@@ -208,8 +235,9 @@ impl EtcdServer {
         }
     }
 
-    pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse> {
+    pub async fn txn(&self, access: &Access, req: TxnRequest) -> Result<TxnResponse> {
         validate::check_txn(&req, self.options.max_txn_ops)?;
+        self.check_txn(access, &req)?;
         if txn_writes(&req) {
             self.check_quota(req.encoded_len()).await?;
         } else {
@@ -220,10 +248,11 @@ impl EtcdServer {
             }
             let store = self.store.clone();
             let mut resp = blocking(move || store.read_txn(&req)).await?;
+            self.recheck_read(access)?;
             self.fill(&mut resp.header);
             return Ok(resp);
         }
-        match self.propose(Op::Txn(req)).await? {
+        match self.propose_guarded(Op::Txn(req), access.guard()).await? {
             CommandResponse::Txn(mut resp) => {
                 self.fill(&mut resp.header);
                 Ok(resp)
@@ -271,8 +300,17 @@ impl EtcdServer {
         }
     }
 
-    pub async fn lease_revoke(&self, req: LeaseRevokeRequest) -> Result<LeaseRevokeResponse> {
-        match self.propose(Op::LeaseRevoke(req)).await? {
+    /// Revoking a lease deletes its keys: the caller needs write permission on each.
+    pub async fn lease_revoke(
+        &self,
+        access: &Access,
+        req: LeaseRevokeRequest,
+    ) -> Result<LeaseRevokeResponse> {
+        self.check_lease_keys(access, req.id)?;
+        match self
+            .propose_guarded(Op::LeaseRevoke(req), access.guard())
+            .await?
+        {
             CommandResponse::LeaseRevoke(mut resp) => {
                 self.fill(&mut resp.header);
                 Ok(resp)

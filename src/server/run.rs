@@ -108,6 +108,8 @@ impl ServerOptions {
             auto_compaction: config.auto_compaction,
             watch_progress_notify_interval: config.watch_progress_notify_interval,
             wal_force_pwrite: config.wal_force_pwrite,
+            bcrypt_cost: config.bcrypt_cost,
+            auth_token_ttl: config.auth_token_ttl,
         }
     }
 }
@@ -269,7 +271,10 @@ async fn lease_expiry(server: std::sync::Weak<EtcdServer>) {
         for id in expired {
             let server = server.clone();
             tokio::spawn(async move {
-                match server.lease_revoke(LeaseRevokeRequest { id }).await {
+                match server
+                    .lease_revoke(&super::Access::unchecked(), LeaseRevokeRequest { id })
+                    .await
+                {
                     Ok(_) | Err(Error::LeaseNotFound) => {}
                     Err(e) => {
                         tracing::warn!(lease = id, error = %e, "revoking an expired lease failed")

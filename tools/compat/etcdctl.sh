@@ -136,6 +136,9 @@ abort() {
     exit 1
 }
 
+# Extra etcdctl flags for the health check (a user once auth is enabled).
+HEALTH_FLAGS=()
+
 start_server() {
     echo "--- start $(date +%T)" >>"$LOG"
     "$SERVER" \
@@ -158,7 +161,7 @@ start_server() {
             abort "the server exited while starting"
         fi
         if timeout 5 "$ETCDCTL" --endpoints="$CLIENT_URL" --dial-timeout=1s \
-            --command-timeout=2s endpoint health >/dev/null 2>&1; then
+            --command-timeout=2s "${HEALTH_FLAGS[@]}" endpoint health >/dev/null 2>&1; then
             return 0
         fi
         sleep 0.2
@@ -666,6 +669,67 @@ expect_out "member list after restart" \
 ctl put after-restart 1 -w fields
 check "writes continue from the same revision" "Revision $((REV_BEFORE + 1))" \
     test "$(field Revision)" = "$((REV_BEFORE + 1))"
+
+# --- auth ----------------------------------------------------------------------------
+
+echo "== auth"
+expect_err "auth enable without root" "etcdserver: root user does not exist" auth enable
+expect_out "user add root" "User root created" --interactive=false user add root:rootpw
+expect_out "role add" "Role r created" role add r
+expect_err "role add again" "etcdserver: role name already exists" role add r
+expect_out "role grant-permission readwrite on a key" "Role r updated" \
+    role grant-permission r readwrite k1
+expect_out "role grant-permission read on a prefix" "Role r updated" \
+    role grant-permission r read --prefix p/
+expect_out "role get" $'Role r\nKV Read:\n\tk1\n\t[p/, p0) (prefix p/)\nKV Write:\n\tk1' role get r
+expect_out "user add" "User u created" --interactive=false user add u:upw
+expect_out "user add (a user without roles)" "User other created" \
+    --interactive=false user add other:otherpw
+expect_err "user add again" "etcdserver: user name already exists" \
+    --interactive=false user add u:x
+expect_out "user grant-role" "Role r is granted to user u" user grant-role u r
+expect_err "user grant-role of an unknown role" "etcdserver: role name not found" \
+    user grant-role u nope
+expect_out "user get" $'User: u\nRoles: r' user get u
+expect_out "user list" $'other\nroot\nu' user list
+expect_out "role list" $'r' role list
+ctl put p/a 1
+# etcdctl adds the root role and grants it to root when the server says root lacks it.
+expect_out "auth enable" "Authentication Enabled" auth enable
+expect_out "auth enable gave root the root role" $'User: root\nRoles: root' \
+    --user root:rootpw user get root
+expect_err "get without --user" "etcdserver: user name is empty" get k1
+expect_err "put without --user" "etcdserver: user name is empty" put k1 v
+expect_err "a wrong password" "etcdserver: authentication failed, invalid user ID or password" \
+    --user u:wrong get k1
+expect_out "root may put" "OK" --user root:rootpw put k1 v1
+expect_out "get with --user" $'k1\nv1' --user u:upw get k1
+expect_out "put with --user on a readwrite key" "OK" --user u:upw put k1 v2
+expect_out "get --prefix inside a read prefix" $'p/a\n1' --user u:upw get --prefix p/
+expect_err "put in a read-only prefix" "etcdserver: permission denied" --user u:upw put p/a 2
+expect_err "get outside the user's ranges" "etcdserver: permission denied" --user u:upw get k2
+expect_err "get by a user without that range" "etcdserver: permission denied" \
+    --user other:otherpw get k1
+expect_err "del by a user without that range" "etcdserver: permission denied" \
+    --user other:otherpw del k1
+expect_err "user list by a user without the root role" "etcdserver: permission denied" \
+    --user u:upw user list
+expect_err "user delete root while enabled" "etcdserver: invalid auth management" \
+    --user root:rootpw user delete root
+HEALTH_FLAGS=(--user root:rootpw)
+stop_server
+start_server
+expect_err "auth survives a restart" "etcdserver: user name is empty" get k1
+expect_out "permissions survive a restart" $'k1\nv2' --user u:upw get k1
+printf 'newpw\n' >"$TMP/new-password"
+CTL_STDIN="$TMP/new-password" expect_out "user passwd" "Password updated" \
+    --user root:rootpw --interactive=false user passwd u
+expect_err "the old password no longer works" \
+    "etcdserver: authentication failed, invalid user ID or password" --user u:upw get k1
+expect_out "the new password works" $'k1\nv2' --user u:newpw get k1
+expect_out "auth disable" "Authentication Disabled" --user root:rootpw auth disable
+HEALTH_FLAGS=()
+expect_out "get without --user after auth disable" $'k1\nv2' get k1
 
 echo
 echo "$PASSED passed, $FAILED failed"

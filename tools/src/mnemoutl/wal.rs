@@ -267,6 +267,30 @@ fn describe_op(op: Option<&Op>) -> String {
             format!("lease checkpoint ({} leases)", c.checkpoints.len())
         }
         Some(Op::Alarm(a)) => format!("alarm action {} type {}", a.action, a.alarm),
+        Some(Op::AuthEnable(_)) => "auth enable".into(),
+        Some(Op::AuthDisable(_)) => "auth disable".into(),
+        // Password hashes are not shown.
+        Some(Op::UserAdd(u)) => format!("user add {}", u.name),
+        Some(Op::UserDelete(u)) => format!("user delete {}", u.name),
+        Some(Op::UserChangePassword(u)) => format!("user change password {}", u.name),
+        Some(Op::UserGrantRole(g)) => format!("user {} grant role {}", g.user, g.role),
+        Some(Op::UserRevokeRole(r)) => format!("user {} revoke role {}", r.name, r.role),
+        Some(Op::RoleAdd(r)) => format!("role add {}", r.name),
+        Some(Op::RoleDelete(r)) => format!("role delete {}", r.role),
+        Some(Op::RoleGrantPermission(g)) => match &g.perm {
+            Some(p) => format!(
+                "role {} grant permission {} on {}",
+                g.name,
+                p.perm_type,
+                range(&p.key, &p.range_end)
+            ),
+            None => format!("role {} grant permission (none given)", g.name),
+        },
+        Some(Op::RoleRevokePermission(r)) => format!(
+            "role {} revoke permission on {}",
+            r.role,
+            range(&r.key, &r.range_end)
+        ),
     }
 }
 
