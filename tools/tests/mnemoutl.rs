@@ -642,3 +642,74 @@ async fn damaged_files_never_panic() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_table_is_decoded_without_password_hashes() {
+    use mnemo_proto::authpb::{permission::Type, Permission};
+    use mnemo_proto::etcdserverpb::auth_client::AuthClient;
+    use mnemo_proto::etcdserverpb::{
+        AuthRoleAddRequest, AuthRoleGrantPermissionRequest, AuthUserAddRequest,
+        AuthUserGrantRoleRequest,
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let m = Member::start(&data, &[]).await;
+    let ch = tonic::transport::Channel::from_shared(m.client_url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut auth = AuthClient::new(ch);
+    auth.user_add(AuthUserAddRequest {
+        name: "alice".into(),
+        password: "secret-pw".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    auth.role_add(AuthRoleAddRequest {
+        name: "reader".into(),
+    })
+    .await
+    .unwrap();
+    auth.role_grant_permission(AuthRoleGrantPermissionRequest {
+        name: "reader".into(),
+        perm: Some(Permission {
+            perm_type: Type::Read as i32,
+            key: b"app/".to_vec(),
+            range_end: b"app0".to_vec(),
+        }),
+    })
+    .await
+    .unwrap();
+    auth.user_grant_role(AuthUserGrantRoleRequest {
+        user: "alice".into(),
+        role: "reader".into(),
+    })
+    .await
+    .unwrap();
+    m.stop().await;
+
+    let r = tool_ok(&["inspect", "keys", s(&data), "auth"]);
+    assert!(r.ok, "{}", r.text);
+    assert!(
+        r.text
+            .contains("user alice  roles [reader]  password set (hashed)"),
+        "{}",
+        r.text
+    );
+    assert!(
+        r.text
+            .contains("role reader  permissions [READ [app/, app0)]"),
+        "{}",
+        r.text
+    );
+    assert!(r.text.contains("auth enabled false"), "{}", r.text);
+    assert!(
+        !r.text.contains("secret-pw") && !r.text.contains("$2"),
+        "{}",
+        r.text
+    );
+    assert!(tool_ok(&["check", s(&data)]).ok);
+}

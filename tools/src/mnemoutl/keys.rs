@@ -1,13 +1,15 @@
 //! `inspect keys TABLE`: the entries of one table. The MVCC store's tables are decoded:
 //! `kv` (history by revision: key, create/mod revision, version, lease, value size),
-//! `meta` (revisions and raft metadata), `lease` and `alarm`. Other tables print raw.
+//! `meta` (revisions and raft metadata), `lease`, `alarm` and `auth` (the enabled flag,
+//! users with their roles, roles with their permissions; never password hashes). Other
+//! tables print raw.
 
 use std::fmt::Write;
 use std::path::Path;
 
 use mnemo::mvcc::record::{
-    self, Record, RecordKind, ALARM_TABLE, KV_TABLE, LEASE_TABLE, META_COMPACT_REV,
-    META_CURRENT_REV, META_TABLE,
+    self, Record, RecordKind, ALARM_TABLE, AUTH_FLAGS_KEY, AUTH_ROLE_PREFIX, AUTH_TABLE,
+    AUTH_USER_PREFIX, KV_TABLE, LEASE_TABLE, META_COMPACT_REV, META_CURRENT_REV, META_TABLE,
 };
 use mnemo::mvcc::Revision;
 use serde_json::{json, Value};
@@ -90,6 +92,55 @@ fn describe(table: &str, key: &[u8], value: &[u8]) -> std::result::Result<(Strin
             Ok((
                 format!("member {member:016x}  alarm {name}"),
                 json!({ "member_id": format!("{member:x}"), "alarm": name }),
+            ))
+        }
+        AUTH_TABLE if key == AUTH_FLAGS_KEY => {
+            let (enabled, revision) = record::decode_auth_flags(value).map_err(err)?;
+            Ok((
+                format!("auth enabled {enabled}  auth revision {revision}"),
+                json!({ "enabled": enabled, "auth_revision": revision }),
+            ))
+        }
+        AUTH_TABLE if key.starts_with(AUTH_USER_PREFIX) => {
+            let u = record::decode_auth_user(key, value).map_err(err)?;
+            let roles: Vec<String> = u.roles.iter().cloned().collect();
+            let has_password = !u.password.is_empty();
+            Ok((
+                format!(
+                    "user {}  roles [{}]  password {}",
+                    escape(&u.name),
+                    roles.join(", "),
+                    if has_password { "set (hashed)" } else { "none" }
+                ),
+                json!({ "user": escape(&u.name), "roles": roles, "has_password": has_password }),
+            ))
+        }
+        AUTH_TABLE if key.starts_with(AUTH_ROLE_PREFIX) => {
+            let r = record::decode_auth_role(key, value).map_err(err)?;
+            let perms: Vec<String> = r
+                .key_permission
+                .iter()
+                .map(|p| {
+                    let kind = match p.perm_type {
+                        0 => "READ",
+                        1 => "WRITE",
+                        2 => "READWRITE",
+                        _ => "?",
+                    };
+                    if p.range_end.is_empty() {
+                        format!("{kind} {}", escape(&p.key))
+                    } else {
+                        format!("{kind} [{}, {})", escape(&p.key), escape(&p.range_end))
+                    }
+                })
+                .collect();
+            Ok((
+                format!(
+                    "role {}  permissions [{}]",
+                    escape(&r.name),
+                    perms.join("; ")
+                ),
+                json!({ "role": escape(&r.name), "permissions": perms }),
             ))
         }
         _ => Ok((
