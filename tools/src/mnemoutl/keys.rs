@@ -103,7 +103,7 @@ fn describe(table: &str, key: &[u8], value: &[u8]) -> std::result::Result<(Strin
         }
         AUTH_TABLE if key.starts_with(AUTH_USER_PREFIX) => {
             let u = record::decode_auth_user(key, value).map_err(err)?;
-            let roles: Vec<String> = u.roles.iter().cloned().collect();
+            let roles: Vec<String> = u.roles.to_vec();
             let has_password = !u.password.is_empty();
             Ok((
                 format!(
