@@ -13,6 +13,7 @@ const PROTOS: &[&str] = &[
     "proto/etcdserverpb/rpc.proto",
     "proto/v3lockpb/v3lock.proto",
     "proto/v3electionpb/v3election.proto",
+    "proto/mnemopeerpb/peer.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

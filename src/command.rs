@@ -19,7 +19,8 @@ use crate::error::Error;
 
 // Format: protobuf message; a oneof of etcd's request messages (tags 1-19 below), so a
 // log written today decodes with a later mnemo that adds operations; field 30 the auth
-// revision the request was checked at (0: not checked).
+// revision the request was checked at (0: not checked); fields 31 and 32 name the member
+// that forwarded the command to the leader and its wait id there (0: not forwarded).
 /// One state-machine command: the payload of a normal raft entry.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Command {
@@ -32,6 +33,13 @@ pub struct Command {
     /// refuses the command ("revision of auth store is old") if auth changed since.
     #[prost(uint64, tag = "30")]
     pub auth_revision: u64,
+    /// The follower that forwarded this command to the leader (0: proposed by the leader
+    /// itself). That follower answers its client when it applies the command.
+    #[prost(uint64, tag = "31")]
+    pub forwarded_by: u64,
+    /// The follower's wait id for this command, unique among its forwarded commands.
+    #[prost(uint64, tag = "32")]
+    pub forward_id: u64,
 }
 
 /// The operation a [`Command`] carries.
@@ -81,10 +89,7 @@ pub enum Op {
 
 impl Command {
     pub fn new(op: Op) -> Self {
-        Self {
-            op: Some(op),
-            auth_revision: 0,
-        }
+        Self::guarded(op, 0)
     }
 
     /// A command applied only if the auth revision is still `auth_revision` (0: always).
@@ -92,6 +97,8 @@ impl Command {
         Self {
             op: Some(op),
             auth_revision,
+            forwarded_by: 0,
+            forward_id: 0,
         }
     }
 }

@@ -57,7 +57,19 @@ pub enum Error {
     Timeout,
     Stopped,
     Corrupt,
+    // Membership.
+    MemberExist,
+    PeerUrlExist,
+    MemberNotFound,
+    MemberNotLearner,
+    LearnerNotReady,
+    TooManyLearners,
+    BadLeaderTransferee,
+    Unhealthy,
     Unsupported(&'static str),
+    /// An error the leader returned for a request this member forwarded: its gRPC code
+    /// and message, passed on unchanged.
+    Remote(Code, String),
     /// A server-side failure (I/O, corruption found on disk); the message is logged and
     /// returned as `Unavailable` like etcd's internal errors.
     Internal(String),
@@ -198,6 +210,35 @@ impl Error {
             Error::Timeout => (Code::Unavailable, Borrowed("etcdserver: request timed out")),
             Error::Stopped => (Code::Unavailable, Borrowed("etcdserver: server stopped")),
             Error::Corrupt => (Code::DataLoss, Borrowed("etcdserver: corrupt cluster")),
+            Error::MemberExist => (
+                Code::FailedPrecondition,
+                Borrowed("etcdserver: member ID already exist"),
+            ),
+            Error::PeerUrlExist => (
+                Code::FailedPrecondition,
+                Borrowed("etcdserver: Peer URLs already exists"),
+            ),
+            Error::MemberNotFound => (Code::NotFound, Borrowed("etcdserver: member not found")),
+            Error::MemberNotLearner => (
+                Code::FailedPrecondition,
+                Borrowed("etcdserver: can only promote a learner member"),
+            ),
+            Error::LearnerNotReady => (
+                Code::FailedPrecondition,
+                Borrowed(
+                    "etcdserver: can only promote a learner member which is in sync with leader",
+                ),
+            ),
+            Error::TooManyLearners => (
+                Code::FailedPrecondition,
+                Borrowed("etcdserver: too many learner members in cluster"),
+            ),
+            Error::BadLeaderTransferee => (
+                Code::FailedPrecondition,
+                Borrowed("etcdserver: bad leader transferee"),
+            ),
+            Error::Unhealthy => (Code::Unavailable, Borrowed("etcdserver: unhealthy cluster")),
+            Error::Remote(code, msg) => (*code, Owned(msg.clone())),
             Error::Unsupported(what) => (
                 Code::Unimplemented,
                 Owned(format!("mnemo: {what} is not supported")),

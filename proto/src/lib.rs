@@ -56,6 +56,20 @@ pub mod etcdserverpb {
     include!(concat!(env!("OUT_DIR"), "/etcdserverpb.rs"));
 }
 
+/// Generated from `mnemopeerpb/peer.proto`: mnemo's own peer protocol (not etcd's).
+#[allow(
+    clippy::all,
+    clippy::pedantic,
+    clippy::unwrap_used,
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub
+)]
+pub mod mnemopeerpb {
+    include!(concat!(env!("OUT_DIR"), "/mnemopeerpb.rs"));
+}
+
 /// Generated from `v3lockpb/v3lock.proto`.
 #[allow(
     clippy::all,

@@ -93,13 +93,12 @@ impl Maintenance for MaintenanceService {
         &self,
         req: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
+        self.admin(&req)?;
         let target = req.into_inner().target_id;
-        if target == self.server.options.member_id && self.server.is_leader() {
-            return Ok(Response::new(MoveLeaderResponse {
-                header: Some(self.server.header(0)),
-            }));
-        }
-        Err(Error::Unsupported("moving leadership to another member").into())
+        self.server.move_leader(target).await?;
+        Ok(Response::new(MoveLeaderResponse {
+            header: Some(self.server.header(0)),
+        }))
     }
 
     async fn downgrade(

@@ -12,6 +12,7 @@ pub mod kv;
 pub mod lease;
 pub mod lock;
 pub mod maintenance;
+pub mod peer;
 pub mod watch;
 
 use std::sync::Arc;

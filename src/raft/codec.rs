@@ -219,12 +219,12 @@ pub fn put_vote(v: &Vote<u64>, out: &mut Vec<u8>) {
     out.push(u8::from(v.committed));
 }
 
-fn put_len(n: usize, out: &mut Vec<u8>) {
+pub fn put_len(n: usize, out: &mut Vec<u8>) {
     // Counts and lengths come from memberships and URLs, far below 4 GiB.
     out.extend_from_slice(&(n as u32).to_le_bytes());
 }
 
-fn put_str(s: &str, out: &mut Vec<u8>) {
+pub fn put_str(s: &str, out: &mut Vec<u8>) {
     put_len(s.len(), out);
     out.extend_from_slice(s.as_bytes());
 }
@@ -272,7 +272,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A count of items each at least `min_item` bytes long, checked against what is left.
-    fn count(&mut self, min_item: usize) -> Result<usize, CodecError> {
+    pub fn count(&mut self, min_item: usize) -> Result<usize, CodecError> {
         let n = self.u32()? as usize;
         if n.saturating_mul(min_item) > self.remaining() {
             return err(format!(
@@ -284,7 +284,7 @@ impl<'a> Reader<'a> {
         Ok(n)
     }
 
-    fn string(&mut self) -> Result<String, CodecError> {
+    pub fn string(&mut self) -> Result<String, CodecError> {
         let n = self.u32()? as usize;
         let b = self.bytes(n)?;
         String::from_utf8(b.to_vec()).map_err(|_| CodecError("string is not UTF-8".into()))
@@ -324,7 +324,7 @@ impl<'a> Reader<'a> {
         self.buf.len() - self.pos
     }
 
-    fn rest(&mut self) -> &'a [u8] {
+    pub fn rest(&mut self) -> &'a [u8] {
         let s = &self.buf[self.pos..];
         self.pos = self.buf.len();
         s

@@ -14,12 +14,14 @@
 //! has the byte layouts.
 
 pub mod codec;
+pub mod forward;
 pub mod hard_state;
 pub mod log_store;
 pub mod network;
-mod node;
+pub mod node;
 pub mod snapshot;
 pub mod state_machine;
+pub mod wire;
 
 use crate::command::{Command, CommandResponse};
 

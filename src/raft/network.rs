@@ -1,76 +1,229 @@
-//! The peer network seam: how openraft reaches other members.
+//! The peer network: how openraft (and the server's forwarding) reach other members, over
+//! mnemo's own gRPC service on the peer URLs (proto/proto/mnemopeerpb/peer.proto).
 //!
-//! For now every peer is unreachable: the peer gRPC transport (a service of our own on
-//! the peer URL) comes with multi-member clusters. A single member never sends an RPC.
-//! The transport will implement [`PeerClient`]'s three calls; nothing else changes.
+//! One HTTP/2 channel per peer URL, shared by raft's replication stream to that peer and
+//! by forwarded client requests; it connects lazily and reconnects by itself. Every RPC
+//! has a deadline: raft's (from the heartbeat interval and election timeout, given by
+//! openraft in [`RPCOption`]) or the caller's.
 
-use std::io;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
 
-use openraft::error::{InstallSnapshotError, RPCError, RaftError, Unreachable};
+use mnemo_proto::mnemopeerpb::peer_client::PeerClient as PeerRpcClient;
+use mnemo_proto::mnemopeerpb::{PeerHeader, RaftRequest};
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
+use parking_lot::Mutex;
+use tonic::transport::{Channel, Endpoint};
 
-use super::{Member, TypeConfig};
+use super::codec::CodecError;
+use super::{wire, Member, TypeConfig};
 
-/// Builds a [`PeerClient`] per peer.
-#[derive(Debug, Clone, Default)]
-pub struct PeerNetwork {}
+/// How long connecting to a peer may take before the attempt counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
-impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
+/// Largest peer message: a snapshot chunk or a batch of entries, with room to spare.
+pub const MAX_PEER_MESSAGE: usize = 64 << 20;
+
+/// Channels to peers, by URL, shared by everyone on this member who talks to peers.
+#[derive(Debug, Clone)]
+pub struct Peers {
+    pub cluster_id: u64,
+    pub member_id: u64,
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl Peers {
+    pub fn new(cluster_id: u64, member_id: u64) -> Peers {
+        Peers {
+            cluster_id,
+            member_id,
+            channels: Arc::default(),
+        }
+    }
+
+    /// A header for a request to `to` (0: whoever answers).
+    pub fn header(&self, to: u64) -> Option<PeerHeader> {
+        Some(PeerHeader {
+            cluster_id: self.cluster_id,
+            from: self.member_id,
+            to,
+        })
+    }
+
+    /// A client of the peer service at `url`.
+    pub fn client(&self, url: &str) -> Result<PeerRpcClient<Channel>, String> {
+        let channel = {
+            let mut channels = self.channels.lock();
+            match channels.get(url) {
+                Some(c) => c.clone(),
+                None => {
+                    let c = Endpoint::from_shared(url.to_string())
+                        .map_err(|e| format!("peer URL {url:?}: {e}"))?
+                        .connect_timeout(CONNECT_TIMEOUT)
+                        .tcp_nodelay(true)
+                        .http2_keep_alive_interval(Duration::from_secs(5))
+                        .keep_alive_timeout(Duration::from_secs(5))
+                        .connect_lazy();
+                    channels.insert(url.to_string(), c.clone());
+                    c
+                }
+            }
+        };
+        Ok(PeerRpcClient::new(channel)
+            .max_decoding_message_size(MAX_PEER_MESSAGE)
+            .max_encoding_message_size(MAX_PEER_MESSAGE))
+    }
+
+    /// A client of `member`'s peer service (its first peer URL).
+    pub fn member_client(&self, member: &Member) -> Result<PeerRpcClient<Channel>, String> {
+        let url = member
+            .peer_urls
+            .first()
+            .ok_or_else(|| format!("member {:?} has no peer URL", member.name))?;
+        self.client(url)
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Peers {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: u64, node: &Member) -> PeerClient {
         PeerClient {
             target,
-            member: node.clone(),
+            client: self.member_client(node),
+            peers: self.clone(),
         }
     }
 }
 
 /// Sends raft RPCs to one peer.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct PeerClient {
     target: u64,
-    member: Member,
+    client: Result<PeerRpcClient<Channel>, String>,
+    peers: Peers,
+}
+
+/// What can go wrong sending one raft RPC, before openraft's error types.
+enum SendError {
+    /// Not connected, connection refused, deadline passed: back off and retry.
+    Unreachable(String),
+    /// The peer answered with an error or with bytes that do not decode.
+    Network(String),
+}
+
+impl SendError {
+    fn into_rpc<E: std::error::Error>(self) -> RPCError<u64, Member, E> {
+        match self {
+            SendError::Unreachable(m) => {
+                RPCError::Unreachable(Unreachable::new(&std::io::Error::other(m)))
+            }
+            SendError::Network(m) => {
+                RPCError::Network(NetworkError::new(&std::io::Error::other(m)))
+            }
+        }
+    }
+}
+
+impl From<CodecError> for SendError {
+    fn from(e: CodecError) -> Self {
+        SendError::Network(format!("undecodable peer response: {e}"))
+    }
 }
 
 impl PeerClient {
-    fn unreachable<E: std::error::Error>(&self) -> RPCError<u64, Member, E> {
-        RPCError::Unreachable(Unreachable::new(&io::Error::other(format!(
-            "no peer transport yet: member {:x} ({:?}) is unreachable",
-            self.target, self.member.peer_urls
-        ))))
+    async fn call(
+        &mut self,
+        kind: RaftRpc,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, SendError> {
+        let target = self.target;
+        let mut client = self.client.clone().map_err(SendError::Unreachable)?;
+        let mut req = tonic::Request::new(RaftRequest {
+            header: self.peers.header(target),
+            body,
+        });
+        req.set_timeout(timeout);
+        let call = async {
+            match kind {
+                RaftRpc::Append => client.append_entries(req).await,
+                RaftRpc::Vote => client.vote(req).await,
+                RaftRpc::Snapshot => client.install_snapshot(req).await,
+            }
+        };
+        match tokio::time::timeout(timeout, call).await {
+            Err(_) => Err(SendError::Unreachable(format!(
+                "member {target:x}: no answer within {timeout:?}"
+            ))),
+            Ok(Ok(resp)) => Ok(resp.into_inner().body),
+            Ok(Err(status)) => {
+                let msg = format!("member {target:x}: {}", status.message());
+                match status.code() {
+                    tonic::Code::Unavailable
+                    | tonic::Code::DeadlineExceeded
+                    | tonic::Code::Cancelled
+                    | tonic::Code::Unknown => Err(SendError::Unreachable(msg)),
+                    _ => Err(SendError::Network(msg)),
+                }
+            }
+        }
     }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum RaftRpc {
+    Append,
+    Vote,
+    Snapshot,
 }
 
 impl RaftNetwork<TypeConfig> for PeerClient {
     async fn append_entries(
         &mut self,
-        _rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, Member, RaftError<u64>>> {
-        Err(self.unreachable())
+        let body = wire::encode_append(&rpc);
+        let resp = self
+            .call(RaftRpc::Append, body, option.hard_ttl())
+            .await
+            .map_err(SendError::into_rpc)?;
+        wire::decode_append_response(&resp).map_err(|e| SendError::from(e).into_rpc())
     }
 
     async fn install_snapshot(
         &mut self,
-        _rpc: InstallSnapshotRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<
         InstallSnapshotResponse<u64>,
         RPCError<u64, Member, RaftError<u64, InstallSnapshotError>>,
     > {
-        Err(self.unreachable())
+        let body = wire::encode_install(&rpc);
+        let resp = self
+            .call(RaftRpc::Snapshot, body, option.hard_ttl())
+            .await
+            .map_err(SendError::into_rpc)?;
+        wire::decode_install_response(&resp).map_err(|e| SendError::from(e).into_rpc())
     }
 
     async fn vote(
         &mut self,
-        _rpc: VoteRequest<u64>,
-        _option: RPCOption,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
     ) -> Result<VoteResponse<u64>, RPCError<u64, Member, RaftError<u64>>> {
-        Err(self.unreachable())
+        let body = wire::encode_vote(&rpc);
+        let resp = self
+            .call(RaftRpc::Vote, body, option.hard_ttl())
+            .await
+            .map_err(SendError::into_rpc)?;
+        wire::decode_vote_response(&resp).map_err(|e| SendError::from(e).into_rpc())
     }
 }

@@ -16,9 +16,11 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use crate::command::{Command, CommandResponse};
 use crate::error::{Error, Result};
 use crate::mvcc::Store;
+use mnemo_proto::mnemopeerpb::{peer_error::Code as PeerCode, PeerError, ProposeRequest};
 
+use super::forward::Waiters;
 use super::log_store::{LogStore, Progress, WalHandle};
-use super::network::PeerNetwork;
+use super::network::Peers;
 use super::state_machine::{ApplyStore, DurabilityPolicy, OnApplied, StateMachine};
 use super::{Member, Proposal, Raft};
 
@@ -43,6 +45,8 @@ struct Pending {
 pub struct RaftOptions {
     /// This member's id (etcd's member id).
     pub node_id: u64,
+    /// The cluster's id: peers from another cluster are refused.
+    pub cluster_id: u64,
     pub member: Member,
     /// `<data dir>/member`: holds `wal/`, `snap/` and the raft state files.
     pub member_dir: PathBuf,
@@ -65,6 +69,7 @@ impl RaftOptions {
     pub fn new(node_id: u64, member: Member, member_dir: PathBuf) -> RaftOptions {
         RaftOptions {
             node_id,
+            cluster_id: 0,
             initial_members: BTreeMap::from([(node_id, member.clone())]),
             member,
             member_dir,
@@ -135,6 +140,10 @@ pub struct RaftNode<S: ApplyStore = Store> {
     proposals: mpsc::UnboundedSender<Pending>,
     io_path: IoPath,
     request_timeout: Duration,
+    /// Channels to the other members.
+    peers: Peers,
+    /// This member's clients waiting for writes forwarded to the leader.
+    forwarded: Arc<Waiters>,
 }
 
 impl<S: ApplyStore> std::fmt::Debug for RaftNode<S> {
@@ -214,6 +223,51 @@ async fn group_proposals(raft: Raft, mut rx: mpsc::UnboundedReceiver<Pending>) {
     }
 }
 
+/// The error a leader's [`PeerError`] stands for (`Ok` for none).
+pub fn peer_error(e: Option<PeerError>) -> Result<()> {
+    let Some(e) = e else { return Ok(()) };
+    Err(
+        match PeerCode::try_from(e.code).unwrap_or(PeerCode::Rejected) {
+            PeerCode::Ok => return Ok(()),
+            PeerCode::NotLeader => Error::NotLeader,
+            PeerCode::NoLeader => Error::NoLeader,
+            PeerCode::Timeout => Error::Timeout,
+            PeerCode::Stopped => Error::Stopped,
+            PeerCode::LeaseNotFound => Error::LeaseNotFound,
+            PeerCode::Rejected => Error::Remote(tonic::Code::from_i32(e.grpc_code), e.message),
+        },
+    )
+}
+
+/// The [`PeerError`] for an error the leader met doing what a follower asked.
+pub fn to_peer_error(e: &Error) -> PeerError {
+    let code = match e {
+        Error::NotLeader => PeerCode::NotLeader,
+        Error::NoLeader => PeerCode::NoLeader,
+        Error::Timeout => PeerCode::Timeout,
+        Error::Stopped => PeerCode::Stopped,
+        Error::LeaseNotFound => PeerCode::LeaseNotFound,
+        _ => PeerCode::Rejected,
+    };
+    let (grpc_code, message) = e.code_and_message();
+    PeerError {
+        code: code as i32,
+        grpc_code: grpc_code as i32,
+        message: message.into_owned(),
+    }
+}
+
+/// A failed call to the leader: it is gone or unreachable, so there is no leader to
+/// serve the request for now.
+pub fn peer_status_error(s: &tonic::Status) -> Error {
+    tracing::debug!(code = ?s.code(), message = s.message(), "request to the leader failed");
+    match s.code() {
+        tonic::Code::DeadlineExceeded => Error::Timeout,
+        tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown => Error::NoLeader,
+        _ => Error::Internal(format!("leader: {}", s.message())),
+    }
+}
+
 fn fatal_to_error<E: std::fmt::Display>(e: E) -> Error {
     tracing::warn!(error = %e, "raft stopped");
     Error::Stopped
@@ -238,7 +292,7 @@ impl<S: ApplyStore> RaftNode<S> {
                 .map_err(|e| internal("opening the raft log", &e))?
                 .map_err(|e| internal("opening the raft log", &e))?
         };
-        let mut sm = {
+        let sm = {
             let dir = opts.member_dir.clone();
             let p = progress.clone();
             let store = store.clone();
@@ -249,6 +303,9 @@ impl<S: ApplyStore> RaftNode<S> {
             .await
             .map_err(|e| internal("opening the state machine", &e))??
         };
+        let forwarded = Arc::new(Waiters::new(opts.node_id));
+        let mut sm = sm.with_forwarded(forwarded.clone());
+        let peers = Peers::new(opts.cluster_id, opts.node_id);
         let log_state = log
             .get_log_state()
             .await
@@ -264,7 +321,7 @@ impl<S: ApplyStore> RaftNode<S> {
         let fresh = log_state.last_log_id.is_none() && vote.is_none() && applied.is_none();
         let io_path = log.wal().io_path();
         let wal_handle = log.wal_handle();
-        let raft = Raft::new(opts.node_id, config, PeerNetwork::default(), log, sm)
+        let raft = Raft::new(opts.node_id, config, peers.clone(), log, sm)
             .await
             .map_err(|e| internal("starting raft", &e))?;
         if fresh && opts.new_cluster {
@@ -284,6 +341,8 @@ impl<S: ApplyStore> RaftNode<S> {
             wal_handle: parking_lot::Mutex::new(Some(wal_handle)),
             io_path,
             request_timeout: opts.request_timeout(),
+            peers,
+            forwarded,
         })
     }
 
@@ -312,27 +371,158 @@ impl<S: ApplyStore> RaftNode<S> {
         self.wal_handle.lock().as_ref().map(|h| h.wal().stats())
     }
 
-    /// Proposes `cmd` and returns its result once applied here. Concurrent proposals are
-    /// grouped into one raft entry (see [`Proposal`]).
+    /// Proposes `cmd` and returns its result once applied here. On the leader, concurrent
+    /// proposals are grouped into one raft entry (see [`Proposal`]); a follower forwards
+    /// the command to the leader and answers when it applies the entry itself.
     pub async fn propose(&self, cmd: Command) -> Result<CommandResponse> {
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        match self.leader_until(deadline).await? {
+            leader if leader == self.node_id => self.propose_local(cmd, deadline).await,
+            leader => self.forward(leader, cmd, deadline).await,
+        }
+    }
+
+    /// Proposes `cmd` through this member's own raft (which must be leading).
+    pub async fn propose_local(
+        &self,
+        cmd: Command,
+        deadline: tokio::time::Instant,
+    ) -> Result<CommandResponse> {
         let (tx, rx) = oneshot::channel();
         self.proposals
             .send(Pending { cmd, tx })
             .map_err(|_| Error::Stopped)?;
-        match tokio::time::timeout(self.request_timeout, rx).await {
+        match tokio::time::timeout_at(deadline, rx).await {
             Err(_) => Err(Error::Timeout),
             Ok(Err(_)) => Err(Error::Stopped),
             Ok(Ok(r)) => r,
         }
     }
 
-    /// Confirms leadership with a quorum and waits until the read index is applied here;
-    /// returns the read index. A read of the store after this is linearizable.
-    pub async fn read_index(&self) -> Result<u64> {
-        let read = self.raft.ensure_linearizable();
-        match tokio::time::timeout(self.request_timeout, read).await {
+    async fn forward(
+        &self,
+        leader: u64,
+        mut cmd: Command,
+        deadline: tokio::time::Instant,
+    ) -> Result<CommandResponse> {
+        let (id, mut applied) = self.forwarded.register();
+        cmd.forwarded_by = self.node_id;
+        cmd.forward_id = id;
+        let result = async {
+            let mut client = self.leader_client(leader)?;
+            let mut req = tonic::Request::new(ProposeRequest {
+                header: self.peers.header(leader),
+                command: cmd.encode_to_vec(),
+            });
+            req.set_timeout(deadline.saturating_duration_since(tokio::time::Instant::now()));
+            let call = client.propose(req);
+            tokio::pin!(call);
+            tokio::select! {
+                r = &mut applied => return r.map_err(|_| Error::Stopped),
+                r = &mut call => {
+                    let resp = r.map_err(|s| peer_status_error(&s))?.into_inner();
+                    peer_error(resp.error)?;
+                }
+            }
+            // The leader applied it; this member applies it soon.
+            match tokio::time::timeout_at(deadline, applied).await {
+                Err(_) => Err(Error::Timeout),
+                Ok(r) => r.map_err(|_| Error::Stopped),
+            }
+        };
+        let result = match tokio::time::timeout_at(deadline, result).await {
             Err(_) => Err(Error::Timeout),
-            Ok(Ok(id)) => Ok(id.map_or(0, |id| id.index)),
+            Ok(r) => r,
+        };
+        if result.is_err() {
+            self.forwarded.cancel(id);
+        }
+        result
+    }
+
+    /// The current leader, waiting until `deadline` for one to be elected.
+    async fn leader_until(&self, deadline: tokio::time::Instant) -> Result<u64> {
+        if let Some(l) = self.raft.metrics().borrow().current_leader {
+            return Ok(l);
+        }
+        let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match self.wait_for_leader(wait).await {
+            Ok(l) => Ok(l),
+            Err(_) => Err(Error::NoLeader),
+        }
+    }
+
+    /// A client of the leader's peer service.
+    pub fn leader_client(
+        &self,
+        leader: u64,
+    ) -> Result<mnemo_proto::mnemopeerpb::peer_client::PeerClient<tonic::transport::Channel>> {
+        let member = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            m.membership_config.membership().get_node(&leader).cloned()
+        };
+        let member = member.ok_or(Error::NoLeader)?;
+        self.peers.member_client(&member).map_err(Error::Internal)
+    }
+
+    /// The current leader and a client of its peer service, for requests only the leader
+    /// answers (lease keep-alives). `None` when this member leads.
+    pub async fn remote_leader(
+        &self,
+    ) -> Result<
+        Option<(
+            u64,
+            mnemo_proto::mnemopeerpb::peer_client::PeerClient<tonic::transport::Channel>,
+        )>,
+    > {
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        let leader = self.leader_until(deadline).await?;
+        if leader == self.node_id {
+            return Ok(None);
+        }
+        Ok(Some((leader, self.leader_client(leader)?)))
+    }
+
+    /// Channels to the other members.
+    pub fn peers(&self) -> &Peers {
+        &self.peers
+    }
+
+    /// How long a request waits for the cluster before it fails.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
+    /// Confirms leadership with a quorum and waits until the read index is applied here;
+    /// returns the read index. A read of the store after this is linearizable. A follower
+    /// asks the leader for the index.
+    pub async fn read_index(&self) -> Result<u64> {
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        let leader = self.leader_until(deadline).await?;
+        let index = if leader == self.node_id {
+            self.leader_read_index(deadline).await?
+        } else {
+            let mut client = self.leader_client(leader)?;
+            let mut req = tonic::Request::new(self.peers.header(leader).unwrap_or_default());
+            req.set_timeout(deadline.saturating_duration_since(tokio::time::Instant::now()));
+            let resp = match tokio::time::timeout_at(deadline, client.read_index(req)).await {
+                Err(_) => return Err(Error::Timeout),
+                Ok(r) => r.map_err(|s| peer_status_error(&s))?.into_inner(),
+            };
+            peer_error(resp.error)?;
+            resp.index
+        };
+        self.wait_applied(index, deadline).await?;
+        Ok(index)
+    }
+
+    /// The leader's read index: leadership confirmed by a quorum now. Errors on a member
+    /// that does not lead.
+    pub async fn leader_read_index(&self, deadline: tokio::time::Instant) -> Result<u64> {
+        match tokio::time::timeout_at(deadline, self.raft.get_read_log_id()).await {
+            Err(_) => Err(Error::Timeout),
+            Ok(Ok((read, _applied))) => Ok(read.map_or(0, |id| id.index)),
             Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
                 Err(if f.leader_id.is_some() {
                     Error::NotLeader
@@ -345,6 +535,20 @@ impl<S: ApplyStore> RaftNode<S> {
             }
             Ok(Err(RaftError::Fatal(e))) => Err(fatal_to_error(e)),
         }
+    }
+
+    /// Waits until this member has applied `index`.
+    pub async fn wait_applied(&self, index: u64, deadline: tokio::time::Instant) -> Result<()> {
+        if self.progress.applied().is_some_and(|a| a >= index) || index == 0 {
+            return Ok(());
+        }
+        let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.raft
+            .wait(Some(wait))
+            .applied_index_at_least(Some(index), "read index")
+            .await
+            .map(|_| ())
+            .map_err(|_| Error::Timeout)
     }
 
     /// Waits until some member is leader; returns its id.

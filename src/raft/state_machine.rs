@@ -34,6 +34,7 @@ use crate::mvcc::{Applied, Applier, Store};
 use super::codec::{
     decode_log_id, decode_stored_membership, encode_log_id, encode_stored_membership,
 };
+use super::forward::Waiters;
 use super::log_store::Progress;
 use super::snapshot::{SnapshotDir, RECEIVING_FILE};
 use super::{Member, TypeConfig};
@@ -206,6 +207,8 @@ pub struct StateMachine<S: ApplyStore = Store> {
     progress: Arc<Progress>,
     policy: DurabilityPolicy,
     on_applied: OnApplied,
+    /// Clients of this member waiting for the commands it forwarded to the leader.
+    forwarded: Option<Arc<Waiters>>,
 }
 
 impl<S: ApplyStore> fmt::Debug for StateMachine<S> {
@@ -247,7 +250,14 @@ impl<S: ApplyStore> StateMachine<S> {
             progress,
             policy,
             on_applied,
+            forwarded: None,
         })
+    }
+
+    /// Hands the responses of commands this member forwarded to their waiters.
+    pub fn with_forwarded(mut self, waiters: Arc<Waiters>) -> Self {
+        self.forwarded = Some(waiters);
+        self
     }
 
     /// The applied state as of the last committed batch.
@@ -274,6 +284,25 @@ impl<S: ApplyStore> RaftStateMachine<TypeConfig> for StateMachine<S> {
         let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
         let Some(last) = entries.last().map(|e| e.log_id.index) else {
             return Ok(Vec::new());
+        };
+        // (entry, command, wait id) of the commands this member forwarded.
+        let forwarded: Vec<(usize, usize, u64)> = match &self.forwarded {
+            Some(w) if w.any() => entries
+                .iter()
+                .enumerate()
+                .filter_map(|(i, e)| match &e.payload {
+                    EntryPayload::Normal(p) => Some((i, p)),
+                    _ => None,
+                })
+                .flat_map(|(i, p)| {
+                    p.commands
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, c)| c.forwarded_by == w.member_id() && c.forward_id != 0)
+                        .map(move |(j, c)| (i, j, c.forward_id))
+                })
+                .collect(),
+            _ => Vec::new(),
         };
         let mut inner = self.inner.clone().lock_owned().await;
         let n = entries.len() as u64;
@@ -305,6 +334,13 @@ impl<S: ApplyStore> RaftStateMachine<TypeConfig> for StateMachine<S> {
         }
         drop(inner);
         (self.on_applied)(applied);
+        if let Some(w) = &self.forwarded {
+            for (i, j, id) in forwarded {
+                if let Some(r) = responses.get(i).and_then(|r| r.get(j)) {
+                    w.deliver(id, r.clone());
+                }
+            }
+        }
         Ok(responses)
     }
 

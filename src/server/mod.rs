@@ -9,7 +9,9 @@ mod auth;
 mod compactor;
 mod concurrency;
 mod election;
+pub mod identity;
 mod lock;
+mod membership;
 mod metrics;
 mod run;
 pub mod validate;
@@ -59,6 +61,10 @@ pub const MAX_LEASE_TTL: i64 = 9_000_000_000;
 pub struct ServerOptions {
     pub member_id: u64,
     pub cluster_id: u64,
+    /// `--initial-cluster-token`: salts the ids of members added later.
+    pub cluster_token: String,
+    /// Where to serve the peer service (`--listen-peer-urls`).
+    pub peer_addrs: Vec<std::net::SocketAddr>,
     pub member: Member,
     pub member_dir: PathBuf,
     pub max_request_bytes: usize,
@@ -319,14 +325,6 @@ impl EtcdServer {
         }
     }
 
-    /// Refreshes a lease on the leader's clock; returns its TTL.
-    pub async fn lease_keep_alive(&self, id: i64) -> Result<i64> {
-        if !self.is_leader() {
-            return Err(Error::NotLeader);
-        }
-        self.lessor.keep_alive(id)
-    }
-
     /// etcd answers an unknown lease with TTL -1 rather than an error.
     pub async fn lease_time_to_live(&self, id: i64, keys: bool) -> Result<LeaseTimeToLiveResponse> {
         let header = Some(self.header(0));
@@ -339,7 +337,10 @@ impl EtcdServer {
                 keys: vec![],
             });
         };
-        let (ttl, granted_ttl) = self.lessor.time_to_live(id).unwrap_or((info.ttl, info.ttl));
+        let (ttl, granted_ttl) = self
+            .lease_remaining(id)
+            .await?
+            .unwrap_or((info.ttl, info.ttl));
         let keys = if keys {
             self.store.lease_keys(id)
         } else {

@@ -11,6 +11,7 @@ use mnemo_proto::etcdserverpb::LeaseRevokeRequest;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
+use super::identity::{self, Identity};
 use super::{EtcdServer, ServerOptions};
 use crate::config::{ClusterState, Config};
 use crate::error::{Error, Result};
@@ -72,22 +73,20 @@ impl ServerOptions {
                 .map(|u| u.to_string())
                 .collect(),
         };
+        // Every member of a new cluster must start from the same membership: raft's first
+        // entry is written by each of them, not replicated. Client URLs are not known for
+        // the others, so nobody's are in it; each member publishes its own once it runs.
         let initial_members: BTreeMap<u64, Member> = config
             .initial_cluster
             .iter()
             .map(|m| {
-                let client_urls = if m.id == local.id {
-                    member.client_urls.clone()
-                } else {
-                    vec![]
-                };
                 let peer_urls = m.peer_urls.iter().map(|u| u.to_string()).collect();
                 (
                     m.id,
                     Member {
                         name: m.name.clone(),
                         peer_urls,
-                        client_urls,
+                        client_urls: vec![],
                     },
                 )
             })
@@ -95,6 +94,8 @@ impl ServerOptions {
         ServerOptions {
             member_id: config.member_id(),
             cluster_id: config.cluster_id(),
+            cluster_token: config.initial_cluster_token.clone(),
+            peer_addrs: config.peer_bind_addrs(),
             member,
             member_dir: config.data_dir.join("member"),
             max_request_bytes: config.max_request_bytes,
@@ -159,6 +160,24 @@ pub async fn serve(
             .map_err(|e| Error::Internal(format!("listening on {addr}: {e}")))?;
         listeners.push(l);
     }
+    let mut peer_listeners = Vec::new();
+    for addr in &options.peer_addrs {
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::Internal(format!("listening for peers on {addr}: {e}")))?;
+        peer_listeners.push(l);
+    }
+    let mut options = options;
+    let ident = resolve_identity(&options).await?;
+    if ident.member_id != options.member_id || ident.cluster_id != options.cluster_id {
+        tracing::info!(
+            member_id = format_args!("{:x}", ident.member_id),
+            cluster_id = format_args!("{:x}", ident.cluster_id),
+            "member and cluster ids from the data directory"
+        );
+    }
+    options.member_id = ident.member_id;
+    options.cluster_id = ident.cluster_id;
 
     let db_path = member_dir.join("db");
     let store = Arc::new(tokio::task::block_in_place(|| Store::open(&db_path))?);
@@ -181,6 +200,7 @@ pub async fn serve(
         options.member.clone(),
         member_dir.clone(),
     );
+    raft_options.cluster_id = options.cluster_id;
     raft_options.heartbeat_ms = options.heartbeat_ms;
     raft_options.election_timeout_ms = options.election_timeout_ms;
     raft_options.snapshot_count = options.snapshot_count;
@@ -189,19 +209,48 @@ pub async fn serve(
     raft_options.wal.force_pwrite = options.wal_force_pwrite;
     let raft = RaftNode::start(raft_options, store.clone(), on_applied).await?;
     let io_path = raft.io_path();
+    let server = Arc::new(EtcdServer::new(options, store, raft, hub, lessor));
+
+    // Peers first: electing a leader needs them.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut peer_tasks = Vec::new();
+    for listener in peer_listeners {
+        let service = crate::grpc::peer::PeerService {
+            server: server.clone(),
+        }
+        .into_server();
+        let mut stop = stop_rx.clone();
+        peer_tasks.push(tokio::spawn(async move {
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+        }));
+    }
+
     // Like etcd, serve clients once the cluster has a leader (a lone member elects itself
     // within one election timeout); give up waiting after a while and serve anyway, with
     // requests failing "no leader" until one appears.
-    let patience = std::time::Duration::from_millis(options.election_timeout_ms * 10);
-    if let Err(e) = raft.wait_for_leader(patience).await {
+    let patience = std::time::Duration::from_millis(server.options.election_timeout_ms * 10);
+    if let Err(e) = server.raft.wait_for_leader(patience).await {
         tracing::warn!(error = %e, "no leader yet; serving clients anyway");
     }
-    let server = Arc::new(EtcdServer::new(options, store, raft, hub, lessor));
 
     tokio::spawn(lease_expiry(Arc::downgrade(&server)));
     tokio::spawn(leadership(Arc::downgrade(&server)));
     if let Some(mode) = server.options.auto_compaction {
         tokio::spawn(super::compactor::run(Arc::downgrade(&server), mode));
+    }
+    {
+        let server = Arc::downgrade(&server);
+        tokio::spawn(async move {
+            if let Some(s) = server.upgrade() {
+                s.publish().await;
+            }
+        });
     }
 
     tracing::info!(
@@ -213,7 +262,6 @@ pub async fn serve(
         "ready to serve client requests"
     );
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
     for listener in listeners {
         let router = crate::grpc::router(server.clone());
@@ -250,10 +298,44 @@ pub async fn serve(
         }
     }
     server.raft.shutdown().await?;
+    for t in &peer_tasks {
+        t.abort();
+    }
     let store = server.store.clone();
     tokio::task::block_in_place(|| store.sync())?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// This member's ids: from the data directory, or (first start) from the flags for a new
+/// cluster or from the other members for an existing one; stored for later starts.
+async fn resolve_identity(options: &ServerOptions) -> Result<Identity> {
+    let dir = &options.member_dir;
+    if let Some(id) = identity::read(dir)? {
+        return Ok(id);
+    }
+    let has_data = dir.join("wal").exists() || dir.join("db").exists();
+    let id = if options.new_cluster || has_data {
+        // A data directory from before identities were stored was bootstrapped from its
+        // flags too.
+        Identity {
+            member_id: options.member_id,
+            cluster_id: options.cluster_id,
+        }
+    } else {
+        let own = &options.member.peer_urls;
+        let others: Vec<String> = options
+            .initial_members
+            .values()
+            .flat_map(|m| m.peer_urls.iter())
+            .filter(|u| !own.contains(u))
+            .cloned()
+            .collect();
+        let patience = std::time::Duration::from_millis(options.election_timeout_ms * 10);
+        identity::fetch_from_peers(&others, own, patience).await?
+    };
+    identity::write(dir, &id)?;
+    Ok(id)
 }
 
 /// Proposes a revoke for every lease the leader's clock finds expired.
