@@ -53,6 +53,8 @@ pub struct Config {
     /// `--wal-dir`: a dedicated WAL directory, if given.
     pub wal_dir: Option<PathBuf>,
     pub snapshot_count: u64,
+    /// `--experimental-snapshot-catchup-entries`: entries kept after a snapshot.
+    pub snapshot_catchup_entries: u64,
     pub heartbeat_interval: Duration,
     pub election_timeout: Duration,
     pub initial_election_tick_advance: bool,
@@ -485,6 +487,7 @@ impl Config {
             data_dir,
             wal_dir: m.wal_dir.filter(|d| !d.as_os_str().is_empty()),
             snapshot_count: m.snapshot_count,
+            snapshot_catchup_entries: x.experimental_snapshot_catchup_entries,
             heartbeat_interval: Duration::from_millis(hb),
             election_timeout: Duration::from_millis(el),
             initial_election_tick_advance: m.initial_election_tick_advance,

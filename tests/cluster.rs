@@ -559,3 +559,53 @@ async fn peers_from_another_cluster_are_refused() {
         .unwrap_err();
     assert!(e.message().contains("member id mismatch"), "{e:?}");
 }
+
+#[tokio::test]
+async fn a_member_behind_the_purged_log_catches_up_from_a_snapshot() {
+    let mut args: Vec<&str> = FAST.to_vec();
+    args.push("--snapshot-count=50");
+    args.push("--experimental-snapshot-catchup-entries=10");
+    let mut c = MnemoCluster::start(3, &args);
+    let l = {
+        let m: Vec<&MnemoProcess> = c.members.iter().collect();
+        leader(&m).await
+    };
+    let lagging = (l + 1) % 3;
+    c.members[lagging].kill();
+    // Far more entries than the snapshot count plus what is kept after a snapshot: the
+    // entries it misses are gone from every log.
+    let mut last = 0;
+    for i in 0..400 {
+        last = put(&c.members[l], &format!("s{i:04}"), &format!("v{i}"))
+            .await
+            .unwrap();
+    }
+    c.members[lagging].restart();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get(&c.members[lagging], "s0399", true).await.is_none() {
+        assert!(Instant::now() < deadline, "the member did not catch up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        get(&c.members[lagging], "s0000", true).await.as_deref(),
+        Some(&b"v0"[..])
+    );
+    assert!(
+        c.members[lagging]
+            .stderr()
+            .contains("installed a snapshot from the leader"),
+        "the member caught up without a snapshot"
+    );
+    let m: Vec<&MnemoProcess> = c.members.iter().collect();
+    let hashes = futures_join(m.iter().map(|x| hash_kv(x, last))).await;
+    assert!(
+        hashes.iter().all(|h| *h == hashes[0]),
+        "HashKV differs: {hashes:?}"
+    );
+    // It goes on replicating normally after the snapshot.
+    put(m[l], "after-snapshot", "v").await.unwrap();
+    assert_eq!(
+        get(m[lagging], "after-snapshot", false).await.as_deref(),
+        Some(&b"v"[..])
+    );
+}

@@ -367,6 +367,10 @@ pub struct ExperimentalFlags {
           default_value = "false", default_missing_value = "true",
           value_parser = parse_go_bool, action = ArgAction::Set)]
     pub experimental_enable_lease_checkpoint: bool,
+    /// Number of entries for a slow follower to catch up after compacting the raft
+    /// storage entries (etcd 3.5's flag).
+    #[arg(long, value_name = "N", default_value_t = 5000)]
+    pub experimental_snapshot_catchup_entries: u64,
     /// mnemo: how the WAL reaches the disk: `io_uring` (linked write + fdatasync, falling
     /// back to pwrite where io_uring is unavailable) or `pwrite` (pwrite + fdatasync).
     #[arg(long, value_name = "PATH", default_value = "io_uring",

@@ -208,6 +208,9 @@ impl Lessor {
     }
 
     pub fn apply_at(&self, applied: &Applied, now: Instant) {
+        if applied.restored {
+            return;
+        }
         for lease in &applied.leases_granted {
             // An id already present is a replay (or a promote that read the store
             // after the grant); the state machine has rejected real duplicates.
@@ -244,6 +247,25 @@ impl Lessor {
         st.rebuild_queue();
         drop(st);
         self.changed.notify_waiters();
+    }
+
+    /// The store was replaced by a snapshot: `leases` is its lease table now. Only a
+    /// follower installs snapshots, so nothing expires here.
+    pub fn reload(&self, leases: Vec<LeaseInfo>) {
+        let mut st = self.state.lock();
+        st.leases.clear();
+        st.queue.clear();
+        for info in leases {
+            st.leases.insert(
+                info.id,
+                Lease {
+                    ttl: info.ttl.max(self.config.min_ttl),
+                    remaining_ttl: info.remaining_ttl,
+                    expiry: None,
+                    deadline: None,
+                },
+            );
+        }
     }
 
     /// This member is no longer leader: no lease expires here any more.

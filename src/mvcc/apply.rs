@@ -360,6 +360,7 @@ impl Applier<'_> {
             leases_granted: batch.granted,
             leases_revoked: batch.revoked,
             prev_kv_omitted: !fill_prev,
+            restored: false,
         })
     }
 

@@ -49,6 +49,9 @@ pub struct Applied {
     pub revision: i64,
     pub leases_granted: Vec<LeaseInfo>,
     pub leases_revoked: Vec<i64>,
+    /// The store was replaced by a snapshot from the leader: anything may have changed,
+    /// and `events` is empty. Watchers resync from history; the lessor reloads.
+    pub restored: bool,
 }
 
 /// Read access to history for the watch hub.

@@ -56,6 +56,8 @@ pub struct RaftOptions {
     pub election_timeout_ms: u64,
     /// etcd's `--snapshot-count`: entries applied between snapshots (100 000).
     pub snapshot_count: u64,
+    /// Entries kept after a snapshot for slow followers (etcd: 5000).
+    pub snapshot_catchup_entries: u64,
     /// The members of a new cluster (`--initial-cluster`), this one included.
     pub initial_members: BTreeMap<u64, Member>,
     /// `--initial-cluster-state new`: a member with an empty log starts the cluster.
@@ -76,23 +78,27 @@ impl RaftOptions {
             heartbeat_ms: 100,
             election_timeout_ms: 1000,
             snapshot_count: 100_000,
+            snapshot_catchup_entries: 5000,
             new_cluster: true,
             wal: WalOptions::default(),
             durability: DurabilityPolicy::default(),
         }
     }
 
-    /// openraft's configuration for these options. etcd picks each election timeout at
-    /// random in `[election, 2 × election)`; openraft does the same in `[min, max)`.
+    /// openraft's configuration for these options. A follower that hears nothing from
+    /// its leader campaigns after openraft's leader lease (`election_timeout_max`) plus
+    /// its own timeout from `[min, max)`; etcd campaigns within `[election, 2 × election)`
+    /// and ignores votes for one election timeout after hearing from a leader. So `max`
+    /// is the election timeout and `min` a tenth of it (docs/raft.md, "Timeouts").
     pub fn raft_config(&self) -> Result<Config> {
         let config = Config {
             cluster_name: "mnemo".into(),
             heartbeat_interval: self.heartbeat_ms,
-            election_timeout_min: self.election_timeout_ms,
-            election_timeout_max: self.election_timeout_ms * 2,
+            election_timeout_min: (self.election_timeout_ms / 10).max(self.heartbeat_ms + 1),
+            election_timeout_max: self.election_timeout_ms,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_count.max(1)),
             // etcd keeps 5000 entries after a snapshot for slow followers to catch up from.
-            max_in_snapshot_log_to_keep: 5000,
+            max_in_snapshot_log_to_keep: self.snapshot_catchup_entries,
             ..Config::default()
         };
         config

@@ -402,6 +402,11 @@ impl<S: ApplyStore> RaftStateMachine<TypeConfig> for StateMachine<S> {
             self.progress.set_applied(a.index);
             self.progress.set_durable_applied(a.index);
         }
+        tracing::info!(snapshot = %meta.snapshot_id, last = ?meta.last_log_id, "installed a snapshot from the leader");
+        (self.on_applied)(Applied {
+            restored: true,
+            ..Applied::default()
+        });
         inner.entries_since_durable = 0;
         inner.last_durable = Instant::now();
         Ok(())

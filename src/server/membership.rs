@@ -209,9 +209,9 @@ impl EtcdServer {
             .peers()
             .member_client(&member)
             .map_err(Error::Internal)?;
-        // Followers refuse votes while they have heard from a leader within the longest
-        // election timeout.
-        let lease = Duration::from_millis(self.options.election_timeout_ms * 2);
+        // Followers refuse votes while they have heard from a leader within one election
+        // timeout (openraft's leader lease).
+        let lease = Duration::from_millis(self.options.election_timeout_ms);
         raft.runtime_config().heartbeat(false);
         let result = async {
             loop {

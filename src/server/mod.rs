@@ -73,6 +73,8 @@ pub struct ServerOptions {
     pub heartbeat_ms: u64,
     pub election_timeout_ms: u64,
     pub snapshot_count: u64,
+    /// Entries kept in the log after a snapshot for slow followers.
+    pub snapshot_catchup_entries: u64,
     /// Every member of a new cluster (`--initial-cluster`), by id.
     pub initial_members: std::collections::BTreeMap<u64, Member>,
     /// `--initial-cluster-state new`.

@@ -104,6 +104,7 @@ impl ServerOptions {
             heartbeat_ms: config.heartbeat_interval.as_millis() as u64,
             election_timeout_ms: config.election_timeout.as_millis() as u64,
             snapshot_count: config.snapshot_count,
+            snapshot_catchup_entries: config.snapshot_catchup_entries,
             initial_members,
             new_cluster: config.initial_cluster_state == ClusterState::New,
             auto_compaction: config.auto_compaction,
@@ -189,7 +190,13 @@ pub async fn serve(
     let on_applied = {
         let hub = hub.clone();
         let lessor = lessor.clone();
+        let restored_store = store.clone();
         let on_applied: crate::raft::OnApplied = Arc::new(move |applied: Applied| {
+            if applied.restored {
+                lessor.reload(restored_store.leases());
+                hub.resync_all();
+                return;
+            }
             lessor.apply(&applied);
             hub.notify(&applied);
         });
@@ -204,6 +211,7 @@ pub async fn serve(
     raft_options.heartbeat_ms = options.heartbeat_ms;
     raft_options.election_timeout_ms = options.election_timeout_ms;
     raft_options.snapshot_count = options.snapshot_count;
+    raft_options.snapshot_catchup_entries = options.snapshot_catchup_entries;
     raft_options.initial_members = options.initial_members.clone();
     raft_options.new_cluster = options.new_cluster;
     raft_options.wal.force_pwrite = options.wal_force_pwrite;
