@@ -66,6 +66,7 @@ pub enum Error {
     TooManyLearners,
     BadLeaderTransferee,
     Unhealthy,
+    NotSupportedForLearner,
     Unsupported(&'static str),
     /// An error the leader returned for a request this member forwarded: its gRPC code
     /// and message, passed on unchanged.
@@ -238,6 +239,10 @@ impl Error {
                 Borrowed("etcdserver: bad leader transferee"),
             ),
             Error::Unhealthy => (Code::Unavailable, Borrowed("etcdserver: unhealthy cluster")),
+            Error::NotSupportedForLearner => (
+                Code::Unavailable,
+                Borrowed("etcdserver: rpc not supported for learner"),
+            ),
             Error::Remote(code, msg) => (*code, Owned(msg.clone())),
             Error::Unsupported(what) => (
                 Code::Unimplemented,

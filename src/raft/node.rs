@@ -381,6 +381,7 @@ impl<S: ApplyStore> RaftNode<S> {
     /// proposals are grouped into one raft entry (see [`Proposal`]); a follower forwards
     /// the command to the leader and answers when it applies the entry itself.
     pub async fn propose(&self, cmd: Command) -> Result<CommandResponse> {
+        self.refuse_learner()?;
         let deadline = tokio::time::Instant::now() + self.request_timeout;
         match self.leader_until(deadline).await? {
             leader if leader == self.node_id => self.propose_local(cmd, deadline).await,
@@ -446,6 +447,19 @@ impl<S: ApplyStore> RaftNode<S> {
         result
     }
 
+    /// A learner serves only serializable reads and status, as in etcd.
+    fn refuse_learner(&self) -> Result<()> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let membership = m.membership_config.membership();
+        let is_learner = membership.get_node(&self.node_id).is_some()
+            && !membership.voter_ids().any(|v| v == self.node_id);
+        if is_learner {
+            return Err(Error::NotSupportedForLearner);
+        }
+        Ok(())
+    }
+
     /// The current leader, waiting until `deadline` for one to be elected.
     async fn leader_until(&self, deadline: tokio::time::Instant) -> Result<u64> {
         if let Some(l) = self.raft.metrics().borrow().current_leader {
@@ -504,6 +518,7 @@ impl<S: ApplyStore> RaftNode<S> {
     /// returns the read index. A read of the store after this is linearizable. A follower
     /// asks the leader for the index.
     pub async fn read_index(&self) -> Result<u64> {
+        self.refuse_learner()?;
         let deadline = tokio::time::Instant::now() + self.request_timeout;
         let leader = self.leader_until(deadline).await?;
         let index = if leader == self.node_id {

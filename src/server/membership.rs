@@ -269,7 +269,11 @@ impl EtcdServer {
                 .into_iter()
                 .find(|m| m.id == self.options.member_id);
             match known {
-                None => return,
+                // A new member learns the membership from the leader's first entries.
+                None => {
+                    tokio::time::sleep(Duration::from_millis(self.options.heartbeat_ms)).await;
+                    continue;
+                }
                 Some(m) if m.member.name == me.name && m.member.client_urls == me.client_urls => {
                     return
                 }

@@ -101,6 +101,8 @@ pub struct EtcdServer {
     /// Simple tokens handed out by Authenticate.
     pub tokens: TokenStore,
     lease_ids: LeaseIdGenerator,
+    /// Woken when this member sees itself removed from the cluster: it stops.
+    pub removed: tokio::sync::Notify,
 }
 
 impl EtcdServer {
@@ -122,6 +124,7 @@ impl EtcdServer {
             counters: ServerCounters::default(),
             tokens,
             lease_ids,
+            removed: tokio::sync::Notify::new(),
         }
     }
 

@@ -252,7 +252,13 @@ pub async fn serve(
     if let Some(mode) = server.options.auto_compaction {
         tokio::spawn(super::compactor::run(Arc::downgrade(&server), mode));
     }
+    // Like etcd, serve clients once this member's name and client URLs are in the
+    // membership, so that a member that answers is listed with its client URLs.
+    if tokio::time::timeout(patience, server.publish())
+        .await
+        .is_err()
     {
+        tracing::warn!("could not publish this member yet; serving clients anyway");
         let server = Arc::downgrade(&server);
         tokio::spawn(async move {
             if let Some(s) = server.upgrade() {
@@ -285,7 +291,13 @@ pub async fn serve(
                 .await
         }));
     }
-    shutdown.await;
+    let removed = tokio::select! {
+        _ = shutdown => false,
+        _ = server.removed.notified() => true,
+    };
+    if removed {
+        tracing::error!("the member has been permanently removed from the cluster; stopping");
+    }
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     // Connections get a moment to finish their requests; streams (watches, keep-alives)
@@ -312,6 +324,11 @@ pub async fn serve(
     let store = server.store.clone();
     tokio::task::block_in_place(|| store.sync())?;
     tracing::info!("stopped");
+    if removed {
+        return Err(Error::Internal(
+            "the member has been permanently removed from the cluster".into(),
+        ));
+    }
     Ok(())
 }
 
@@ -383,10 +400,33 @@ async fn leadership(server: std::sync::Weak<EtcdServer>) {
     };
     let mut was_leader = false;
     let mut last_leader = None;
+    let mut was_member = false;
     loop {
         let Some(s) = server.upgrade() else {
             return;
         };
+        let is_member = {
+            let m = s.raft.raft().metrics();
+            let m = m.borrow();
+            // Only a committed membership counts: a joint or uncommitted one may be undone.
+            let committed =
+                m.membership_config.log_id().map(|l| l.index) <= s.raft.status().commit_index;
+            let present = m
+                .membership_config
+                .membership()
+                .get_node(&s.options.member_id)
+                .is_some();
+            if committed {
+                present
+            } else {
+                present || was_member
+            }
+        };
+        if was_member && !is_member {
+            s.removed.notify_one();
+            return;
+        }
+        was_member |= is_member;
         let leader = s.raft.raft().metrics().borrow().current_leader;
         if leader.is_some() && leader != last_leader {
             s.counters
