@@ -11,7 +11,7 @@
 //!   the server; the same certificate and key, when given, are presented as the client
 //!   certificate, as etcd's peers do).
 //! * [`self_signed`]: etcd's `SelfCert` for `--auto-tls` / `--peer-auto-tls`.
-//! * [`incoming`] ([`accept`]): the accept loop that hands tonic handshaken connections,
+//! * [`incoming`] (`tls/accept.rs`): the accept loop that hands tonic handshaken connections,
 //!   with the client certificate's Common Name in each request's extensions.
 //! * [`common_name`]: the subject CN of a certificate, etcd's user name for
 //!   `--client-cert-auth`.
