@@ -180,12 +180,20 @@ pub struct TlsConfig {
     pub allowed_cn: Option<String>,
     /// Peer only.
     pub skip_client_san_verification: bool,
+    /// `--auto-tls` / `--peer-auto-tls`: without a certificate, generate a self-signed
+    /// one at start ([`crate::tls::self_signed`]). Ignored when a certificate is given.
+    pub auto_tls: bool,
 }
 
 impl TlsConfig {
     /// Whether a certificate is configured.
     pub fn is_enabled(&self) -> bool {
         self.cert_file.is_some()
+    }
+
+    /// Whether https URLs can be served: a certificate is given or will be generated.
+    pub fn can_serve(&self) -> bool {
+        self.is_enabled() || self.auto_tls
     }
 }
 
@@ -298,7 +306,6 @@ impl Config {
             (c.enable_v2, "--enable-v2 (the v2 API)"),
             (c.proxy != "off", "--proxy (the v2 proxy)"),
             (c.force_new_cluster, "--force-new-cluster"),
-            (s.auto_tls, "--auto-tls"),
             (s.peer_auto_tls, "--peer-auto-tls"),
             (
                 !x.experimental_enable_v2v3.is_empty(),
@@ -392,6 +399,7 @@ impl Config {
             allowed_hostname: s.client_cert_allowed_hostname,
             allowed_cn: None,
             skip_client_san_verification: false,
+            auto_tls: s.auto_tls,
         };
         let peer_tls = TlsConfig {
             cert_file: s.peer_cert_file,
@@ -402,9 +410,28 @@ impl Config {
             allowed_hostname: s.peer_cert_allowed_hostname,
             allowed_cn: s.peer_cert_allowed_cn,
             skip_client_san_verification: x.experimental_peer_skip_client_san_verification,
+            auto_tls: s.peer_auto_tls,
         };
         check_tls("", "client", &client_tls, &listen_client_urls)?;
         check_tls("peer-", "peer", &peer_tls, &listen_peer_urls)?;
+        // etcd's warnings for TLS settings that an http URL does not use.
+        if client_tls.auto_tls && client_tls.is_enabled() {
+            warnings.push("ignoring client auto TLS since certs given".to_string());
+        }
+        if let Some(url) = listen_client_urls.iter().find(|u| !u.is_tls()) {
+            if client_tls.is_enabled() {
+                warnings.push(format!(
+                    "scheme is HTTP while key and cert files are present; ignoring key and \
+                     cert files (client url {url})"
+                ));
+            }
+            if client_tls.client_cert_auth {
+                warnings.push(format!(
+                    "scheme is HTTP while --client-cert-auth is enabled; ignoring client \
+                     cert auth for this URL (client url {url})"
+                ));
+            }
+        }
 
         // Cluster. Unlike etcd, which only does so for a non-default --name, the default
         // initial cluster is always this member at its advertised peer URLs.
@@ -616,7 +643,7 @@ fn check_tls(prefix: &str, what: &str, tls: &TlsConfig, listen: &[Url]) -> Resul
         ));
     }
     if let Some(url) = listen.iter().find(|u| u.is_tls()) {
-        if !tls.is_enabled() {
+        if !tls.can_serve() {
             return Err(format!(
                 "TLS key/cert (--{prefix}cert-file, --{prefix}key-file) must be provided for \
                  {what} url {url} with HTTPS scheme"

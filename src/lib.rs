@@ -9,6 +9,7 @@
 //! * [`grpc`]: thin tonic services for etcd's API.
 //! * [`auth`]: users, roles, permissions and tokens (etcd's auth).
 //! * [`error`]: the error type and its one conversion to a gRPC status.
+//! * [`tls`]: TLS from etcd's flags (rustls), shared by the client and peer ports.
 
 pub mod auth;
 pub mod command;
@@ -19,3 +20,4 @@ pub mod lease;
 pub mod mvcc;
 pub mod raft;
 pub mod server;
+pub mod tls;

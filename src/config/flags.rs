@@ -231,7 +231,7 @@ pub struct SecurityFlags {
     /// Path to the client server TLS trusted CA cert file.
     #[arg(long, value_name = "PATH")]
     pub trusted_ca_file: Option<PathBuf>,
-    /// Client TLS using generated certificates: not supported.
+    /// Client TLS using generated certificates.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
           default_value = "false", default_missing_value = "true",
           value_parser = parse_go_bool, action = ArgAction::Set)]

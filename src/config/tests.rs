@@ -358,7 +358,7 @@ fn unsupported_and_ignored_flags() {
         (&["--force-new-cluster"], "--force-new-cluster"),
         (&["--discovery=https://d/x"], "--discovery"),
         (&["--proxy=on"], "--proxy"),
-        (&["--auto-tls"], "--auto-tls"),
+        (&["--peer-auto-tls"], "--peer-auto-tls"),
     ] {
         let msg = invalid(args);
         assert!(

@@ -6,7 +6,7 @@ use mnemo_proto::etcdserverpb::auth_server::Auth;
 use mnemo_proto::etcdserverpb::*;
 use tonic::{Request, Response, Status};
 
-use super::token;
+use super::credentials;
 use crate::error::Result;
 use crate::server::{Access, EtcdServer};
 
@@ -17,7 +17,7 @@ pub struct AuthService {
 
 impl AuthService {
     fn access<T>(&self, req: &Request<T>) -> Result<Access> {
-        self.server.access(token(req))
+        self.server.access(credentials(req))
     }
 }
 

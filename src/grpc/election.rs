@@ -12,7 +12,7 @@ use mnemo_proto::v3electionpb::{
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::token;
+use super::credentials;
 use crate::error::Error;
 use crate::server::EtcdServer;
 
@@ -28,7 +28,7 @@ impl ElectionService {
     #[allow(clippy::result_large_err)]
     fn check<T>(&self, req: &Request<T>, keys: Keys<'_>) -> Result<(), Status> {
         self.server
-            .access(token(req))
+            .access(credentials(req))
             .and_then(|a| match keys {
                 Keys::Election(name, write) => self.server.check_concurrency(&a, name, write),
                 Keys::Leader(key) => a.write(key, &[]),

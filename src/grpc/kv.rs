@@ -9,7 +9,7 @@ use mnemo_proto::etcdserverpb::{
 };
 use tonic::{Request, Response, Status};
 
-use super::token;
+use super::credentials;
 use crate::server::EtcdServer;
 
 #[derive(Debug, Clone)]
@@ -20,14 +20,14 @@ pub struct KvService {
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
-        let access = self.server.access(token(&req))?;
+        let access = self.server.access(credentials(&req))?;
         Ok(Response::new(
             self.server.range(&access, req.into_inner()).await?,
         ))
     }
 
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        let access = self.server.access(token(&req))?;
+        let access = self.server.access(credentials(&req))?;
         Ok(Response::new(
             self.server.put(&access, req.into_inner()).await?,
         ))
@@ -37,14 +37,14 @@ impl Kv for KvService {
         &self,
         req: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
-        let access = self.server.access(token(&req))?;
+        let access = self.server.access(credentials(&req))?;
         Ok(Response::new(
             self.server.delete_range(&access, req.into_inner()).await?,
         ))
     }
 
     async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
-        let access = self.server.access(token(&req))?;
+        let access = self.server.access(credentials(&req))?;
         Ok(Response::new(
             self.server.txn(&access, req.into_inner()).await?,
         ))
@@ -55,7 +55,7 @@ impl Kv for KvService {
         req: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
         // etcd 3.4 checks only the token of a compaction, not the caller's permissions.
-        self.server.access(token(&req))?;
+        self.server.access(credentials(&req))?;
         Ok(Response::new(self.server.compact(req.into_inner()).await?))
     }
 }

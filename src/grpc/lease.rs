@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::token;
+use super::credentials;
 use crate::error::Error;
 use crate::server::EtcdServer;
 
@@ -33,7 +33,7 @@ impl Lease for LeaseService {
         req: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
         // etcd 3.4 checks only the token of a grant.
-        self.server.access(token(&req))?;
+        self.server.access(credentials(&req))?;
         Ok(Response::new(
             self.server.lease_grant(req.into_inner()).await?,
         ))
@@ -43,7 +43,7 @@ impl Lease for LeaseService {
         &self,
         req: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
-        let access = self.server.access(token(&req))?;
+        let access = self.server.access(credentials(&req))?;
         Ok(Response::new(
             self.server.lease_revoke(&access, req.into_inner()).await?,
         ))
@@ -55,7 +55,7 @@ impl Lease for LeaseService {
         &self,
         req: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
-        self.server.access(token(&req))?;
+        self.server.access(credentials(&req))?;
         let mut input = req.into_inner();
         let (tx, rx) = mpsc::channel(16);
         let server = self.server.clone();
@@ -96,7 +96,7 @@ impl Lease for LeaseService {
         &self,
         req: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
-        self.server.access(token(&req))?;
+        self.server.access(credentials(&req))?;
         let req = req.into_inner();
         Ok(Response::new(
             self.server.lease_time_to_live(req.id, req.keys).await?,
@@ -107,7 +107,7 @@ impl Lease for LeaseService {
         &self,
         req: Request<LeaseLeasesRequest>,
     ) -> Result<Response<LeaseLeasesResponse>, Status> {
-        self.server.access(token(&req))?;
+        self.server.access(credentials(&req))?;
         let leases = self
             .server
             .store

@@ -6,7 +6,7 @@ use mnemo_proto::v3lockpb::lock_server::Lock;
 use mnemo_proto::v3lockpb::{LockRequest, LockResponse, UnlockRequest, UnlockResponse};
 use tonic::{Request, Response, Status};
 
-use super::token;
+use super::credentials;
 use crate::error::Error;
 use crate::server::EtcdServer;
 
@@ -20,7 +20,7 @@ impl Lock for LockService {
     async fn lock(&self, req: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
         let name = &req.get_ref().name;
         self.server
-            .access(token(&req))
+            .access(credentials(&req))
             .and_then(|a| self.server.check_concurrency(&a, name, true))
             .map_err(Error::concurrency_status)?;
         Ok(Response::new(
@@ -36,7 +36,7 @@ impl Lock for LockService {
         req: Request<UnlockRequest>,
     ) -> Result<Response<UnlockResponse>, Status> {
         self.server
-            .access(token(&req))
+            .access(credentials(&req))
             .and_then(|a| a.write(&req.get_ref().key, &[]))
             .map_err(Error::concurrency_status)?;
         Ok(Response::new(

@@ -12,7 +12,7 @@ use mnemo_proto::etcdserverpb::{
 };
 use tonic::{Request, Response, Status};
 
-use super::token;
+use super::credentials;
 use crate::error::Error;
 use crate::server::EtcdServer;
 
@@ -27,7 +27,7 @@ impl MaintenanceService {
     #[allow(clippy::result_large_err)]
     fn admin<T>(&self, req: &Request<T>) -> Result<(), Status> {
         self.server
-            .access(token(req))
+            .access(credentials(req))
             .and_then(|a| a.admin())
             .map_err(Error::maintenance_status)
     }
@@ -38,7 +38,7 @@ type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
     async fn alarm(&self, req: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
-        self.server.access(token(&req))?;
+        self.server.access(credentials(&req))?;
         Ok(Response::new(self.server.alarm(req.into_inner()).await?))
     }
 
@@ -46,7 +46,7 @@ impl Maintenance for MaintenanceService {
         &self,
         req: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
-        self.server.access(token(&req))?;
+        self.server.access(credentials(&req))?;
         Ok(Response::new(self.server.status()))
     }
 

@@ -29,7 +29,7 @@ use tonic::transport::server::Router;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
-use crate::server::EtcdServer;
+use crate::server::{Credentials, EtcdServer};
 
 /// Room gRPC framing may take beyond `--max-request-bytes` (etcd allows the same), so
 /// that a request slightly over the limit gets etcd's "request is too large" error from
@@ -40,6 +40,22 @@ pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 /// put it).
 pub fn token<T>(req: &tonic::Request<T>) -> Option<&str> {
     req.metadata().get("token").and_then(|v| v.to_str().ok())
+}
+
+/// The CN of the verified client certificate of the request's TLS connection (see
+/// [`crate::tls::incoming`]); `None` on plain connections and without a certificate.
+pub fn common_name<T>(req: &tonic::Request<T>) -> Option<&str> {
+    req.extensions()
+        .get::<crate::tls::TlsConnInfo>()
+        .and_then(|info| info.common_name.as_deref())
+}
+
+/// What a request shows of who sends it: its token and its client certificate's CN.
+pub fn credentials<T>(req: &tonic::Request<T>) -> Credentials<'_> {
+    Credentials {
+        token: token(req),
+        common_name: common_name(req),
+    }
 }
 
 /// Every client-facing service and HTTP endpoint, ready to serve.
@@ -74,12 +90,13 @@ pub fn router(server: Arc<EtcdServer>) -> Router {
         max_response_bytes: max_recv,
     };
     let authorizer_server = server.clone();
-    let authorizer: Arc<dyn watch::WatchAuthorizer> =
-        Arc::new(move |token: Option<&str>, key: &[u8], range_end: &[u8]| {
+    let authorizer: Arc<dyn watch::WatchAuthorizer> = Arc::new(
+        move |credentials: Credentials<'_>, key: &[u8], range_end: &[u8]| {
             authorizer_server
-                .access(token)
+                .access(credentials)
                 .and_then(|a| a.read(key, range_end))
-        });
+        },
+    );
     let watch = watch::WatchService::new(server.hub.clone(), header, watch_config)
         .with_authorizer(authorizer)
         .into_server()

@@ -28,6 +28,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::mvcc::watch::{
     StreamItem, WatchHub, WatchReceiver, WatchStream, WatchUpdate, INVALID_WATCH_ID,
 };
+use crate::server::Credentials;
 
 /// Fills in what a response header needs besides the revision: cluster id, member id
 /// and raft term.
@@ -44,17 +45,27 @@ where
     }
 }
 
-/// Decides whether the caller holding `token` may watch `[key, range_end)`.
+/// Decides whether the caller with `credentials` may watch `[key, range_end)`.
 pub trait WatchAuthorizer: Send + Sync + 'static {
-    fn check(&self, token: Option<&str>, key: &[u8], range_end: &[u8]) -> crate::error::Result<()>;
+    fn check(
+        &self,
+        credentials: Credentials<'_>,
+        key: &[u8],
+        range_end: &[u8],
+    ) -> crate::error::Result<()>;
 }
 
 impl<F> WatchAuthorizer for F
 where
-    F: Fn(Option<&str>, &[u8], &[u8]) -> crate::error::Result<()> + Send + Sync + 'static,
+    F: Fn(Credentials<'_>, &[u8], &[u8]) -> crate::error::Result<()> + Send + Sync + 'static,
 {
-    fn check(&self, token: Option<&str>, key: &[u8], range_end: &[u8]) -> crate::error::Result<()> {
-        self(token, key, range_end)
+    fn check(
+        &self,
+        credentials: Credentials<'_>,
+        key: &[u8],
+        range_end: &[u8],
+    ) -> crate::error::Result<()> {
+        self(credentials, key, range_end)
     }
 }
 
@@ -145,6 +156,7 @@ impl Watch for WatchService {
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let token = super::token(&request).map(str::to_string);
+        let common_name = super::common_name(&request).map(str::to_string);
         let inbound = request.into_inner();
         let (control, receiver) = self.hub.new_stream();
         let (tx, rx) = mpsc::channel(SEND_BUFFER);
@@ -156,6 +168,7 @@ impl Watch for WatchService {
             config: self.config.clone(),
             authorizer: self.authorizer.clone(),
             token,
+            common_name,
         };
         tokio::spawn(call.run(inbound));
         Ok(Response::new(ReceiverStream::new(rx)))
@@ -172,6 +185,8 @@ struct Call {
     authorizer: Option<Arc<dyn WatchAuthorizer>>,
     /// The call's auth token, checked again at each create request.
     token: Option<String>,
+    /// The CN of the connection's client certificate (see [`super::common_name`]).
+    common_name: Option<String>,
 }
 
 impl Call {
@@ -212,7 +227,11 @@ impl Call {
                 if let Some(a) = &self.authorizer {
                     // etcd refuses a watch on keys the caller may not read with a
                     // created-and-canceled response naming the error.
-                    if let Err(e) = a.check(self.token.as_deref(), &create.key, &create.range_end) {
+                    let credentials = Credentials {
+                        token: self.token.as_deref(),
+                        common_name: self.common_name.as_deref(),
+                    };
+                    if let Err(e) = a.check(credentials, &create.key, &create.range_end) {
                         let (code, message) = e.code_and_message();
                         self.control
                             .reject(format!("rpc error: code = {code:?} desc = {message}"));

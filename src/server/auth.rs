@@ -22,6 +22,26 @@ use crate::auth::{AuthState, Caller};
 use crate::command::{CommandResponse, Op};
 use crate::error::{Error, Result};
 
+/// What a request shows of who sends it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Credentials<'a> {
+    /// The auth token (gRPC metadata `token`).
+    pub token: Option<&'a str>,
+    /// The subject CN of the verified client certificate of the request's TLS
+    /// connection, if it has one.
+    pub common_name: Option<&'a str>,
+}
+
+impl<'a> Credentials<'a> {
+    /// A token alone (plain connections, and callers that know no certificate).
+    pub fn token(token: Option<&'a str>) -> Credentials<'a> {
+        Credentials {
+            token,
+            common_name: None,
+        }
+    }
+}
+
 /// A request's caller together with the auth state its checks use.
 #[derive(Debug, Clone)]
 pub struct Access {
@@ -125,12 +145,18 @@ impl Access {
 }
 
 impl EtcdServer {
-    /// Who sends a request carrying `token` (gRPC metadata `token`). A token that is
-    /// unknown, expired or void is refused even while auth is disabled, as etcd does
-    /// (clients then drop it); with auth enabled, no token is a caller without a name.
-    pub fn access(&self, token: Option<&str>) -> Result<Access> {
+    /// Who sends a request with `credentials`. A token that is unknown, expired or void
+    /// is refused even while auth is disabled, as etcd does (clients then drop it).
+    /// Without a token, under `--client-cert-auth`, the caller is the user the client
+    /// certificate's CN names (etcd's `AuthInfoFromTLS`; a name no user has is then
+    /// denied every permission); otherwise, with auth enabled, a caller without a name.
+    pub fn access(&self, credentials: Credentials<'_>) -> Result<Access> {
         let state = self.store.auth();
-        let user = token.map(|t| self.tokens.user(t, &state)).transpose()?;
+        let user = match credentials.token {
+            Some(t) => Some(self.tokens.user(t, &state)?),
+            None if self.options.client_cert_auth => credentials.common_name.map(str::to_string),
+            None => None,
+        };
         if !state.enabled {
             return Ok(Access::unchecked());
         }

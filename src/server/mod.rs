@@ -16,10 +16,10 @@ mod metrics;
 mod run;
 pub mod validate;
 
-pub use auth::Access;
+pub use auth::{Access, Credentials};
 pub use concurrency::prefix_end;
 pub use metrics::ServerCounters;
-pub use run::{run, serve, shutdown_signal, DirLock};
+pub use run::{client_listeners, run, serve, shutdown_signal, ClientListener, DirLock};
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -87,6 +87,9 @@ pub struct ServerOptions {
     pub bcrypt_cost: u32,
     /// `--auth-token-ttl`: how long an unused simple token stays valid.
     pub auth_token_ttl: Duration,
+    /// `--client-cert-auth`: a request without a token is the user its client
+    /// certificate's Common Name names.
+    pub client_cert_auth: bool,
 }
 
 /// A running member.

@@ -52,12 +52,50 @@ impl DirLock {
 /// Runs the member `config` describes until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> Result<()> {
     let signal = shutdown_signal()?;
-    serve(
-        ServerOptions::from_config(&config),
-        config.client_bind_addrs(),
-        signal,
-    )
-    .await
+    let listeners = client_listeners(&config)?;
+    serve(ServerOptions::from_config(&config), listeners, signal).await
+}
+
+/// One `--listen-client-urls` entry: where to bind, and for an https URL the TLS it
+/// serves.
+#[derive(Debug, Clone)]
+pub struct ClientListener {
+    pub addr: SocketAddr,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// The client listeners of `config`, with their TLS loaded (or, for `--auto-tls`
+/// without a certificate, generated under `<data-dir>/fixtures/client` as etcd does).
+/// Plain http URLs ignore the TLS flags, as etcd's do.
+pub fn client_listeners(config: &Config) -> Result<Vec<ClientListener>> {
+    let urls = &config.listen_client_urls;
+    let tls = if urls.iter().any(|u| u.is_tls()) {
+        let mut tls = config.client_tls.clone();
+        if !tls.is_enabled() && tls.auto_tls {
+            let hosts: Vec<String> = urls.iter().map(|u| u.host().to_string()).collect();
+            let dir = config.data_dir.join("fixtures").join("client");
+            tls = crate::tls::self_signed(&dir, &hosts, &tls)?;
+            tracing::info!(dir = %dir.display(), "client TLS: using a self-signed certificate (--auto-tls)");
+        }
+        Some(Arc::new(crate::tls::server_config(&tls)?))
+    } else {
+        None
+    };
+    Ok(urls
+        .iter()
+        .zip(config.client_bind_addrs())
+        .map(|(url, addr)| ClientListener {
+            addr,
+            tls: url.is_tls().then(|| tls.clone()).flatten(),
+        })
+        .collect())
+}
+
+impl From<SocketAddr> for ClientListener {
+    /// A plain (http) listener.
+    fn from(addr: SocketAddr) -> ClientListener {
+        ClientListener { addr, tls: None }
+    }
 }
 
 impl ServerOptions {
@@ -112,6 +150,7 @@ impl ServerOptions {
             wal_force_pwrite: config.wal_force_pwrite,
             bcrypt_cost: config.bcrypt_cost,
             auth_token_ttl: config.auth_token_ttl,
+            client_cert_auth: config.client_tls.client_cert_auth,
         }
     }
 }
@@ -139,7 +178,7 @@ pub fn shutdown_signal() -> Result<impl Future<Output = ()>> {
 /// Runs one member until `shutdown` resolves.
 pub async fn serve(
     options: ServerOptions,
-    client_addrs: Vec<SocketAddr>,
+    client_listeners: Vec<ClientListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let member_dir = options.member_dir.clone();
@@ -155,11 +194,12 @@ pub async fn serve(
 
     // Bind first: a port already in use fails before anything is written.
     let mut listeners = Vec::new();
-    for addr in &client_addrs {
-        let l = TcpListener::bind(addr)
+    for l in &client_listeners {
+        let addr = l.addr;
+        let bound = TcpListener::bind(addr)
             .await
             .map_err(|e| Error::Internal(format!("listening on {addr}: {e}")))?;
-        listeners.push(l);
+        listeners.push((bound, l.tls.clone()));
     }
     let mut peer_listeners = Vec::new();
     for addr in &options.peer_addrs {
@@ -179,6 +219,13 @@ pub async fn serve(
     }
     options.member_id = ident.member_id;
     options.cluster_id = ident.cluster_id;
+    let client_addrs: Vec<String> = client_listeners
+        .iter()
+        .map(|l| {
+            let scheme = if l.tls.is_some() { "https" } else { "http" };
+            format!("{scheme}://{}", l.addr)
+        })
+        .collect();
 
     let db_path = member_dir.join("db");
     let store = Arc::new(tokio::task::block_in_place(|| Store::open(&db_path))?);
@@ -277,18 +324,27 @@ pub async fn serve(
     );
 
     let mut tasks = Vec::new();
-    for listener in listeners {
+    for (listener, tls) in listeners {
         let router = crate::grpc::router(server.clone());
         let mut stop = stop_rx.clone();
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
         tasks.push(tokio::spawn(async move {
-            // Small responses must not wait for delayed ACKs (Nagle): no delay on every
-            // accepted connection, as etcd's Go server does.
-            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-            router
-                .serve_with_incoming_shutdown(incoming, async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
-                .await
+            match tls {
+                // The same router over TLS connections: gRPC on h2, the HTTP endpoints
+                // on http/1.1 (ALPN), the client certificate's CN in each request.
+                Some(tls) => {
+                    let incoming = crate::tls::incoming(listener, tls);
+                    router.serve_with_incoming_shutdown(incoming, stopped).await
+                }
+                None => {
+                    // Small responses must not wait for delayed ACKs (Nagle): no delay
+                    // on every accepted connection, as etcd's Go server does.
+                    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+                    router.serve_with_incoming_shutdown(incoming, stopped).await
+                }
+            }
         }));
     }
     let removed = tokio::select! {

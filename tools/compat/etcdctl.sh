@@ -138,12 +138,17 @@ abort() {
 
 # Extra etcdctl flags for the health check (a user once auth is enabled).
 HEALTH_FLAGS=()
+# Extra server flags, etcdctl flags for every call, and curl flags (the TLS section).
+SERVER_FLAGS=()
+CTL_FLAGS=()
+CURL_FLAGS=()
+DATA_DIR="$TMP/data"
 
 start_server() {
     echo "--- start $(date +%T)" >>"$LOG"
     "$SERVER" \
         --name "$NAME" \
-        --data-dir "$TMP/data" \
+        --data-dir "$DATA_DIR" \
         --listen-client-urls "$CLIENT_URL" \
         --advertise-client-urls "$CLIENT_URL" \
         --listen-peer-urls "$PEER_URL" \
@@ -153,6 +158,7 @@ start_server() {
         --initial-cluster-state new \
         --max-request-bytes "$MAX_REQUEST_BYTES" \
         --max-txn-ops "$MAX_TXN_OPS" \
+        "${SERVER_FLAGS[@]}" \
         >>"$LOG" 2>&1 </dev/null &
     SERVER_PID=$!
     local deadline=$((SECONDS + 60))
@@ -161,7 +167,7 @@ start_server() {
             abort "the server exited while starting"
         fi
         if timeout 5 "$ETCDCTL" --endpoints="$CLIENT_URL" --dial-timeout=1s \
-            --command-timeout=2s "${HEALTH_FLAGS[@]}" endpoint health >/dev/null 2>&1; then
+            --command-timeout=2s "${CTL_FLAGS[@]}" "${HEALTH_FLAGS[@]}" endpoint health >/dev/null 2>&1; then
             return 0
         fi
         sleep 0.2
@@ -197,7 +203,7 @@ CTL_STDIN=/dev/null
 ctl() {
     CMD="etcdctl $*"
     OUT="$(timeout "$CTL_TIMEOUT" "$ETCDCTL" --endpoints="$CLIENT_URL" --dial-timeout=3s \
-        --command-timeout=10s "$@" 2>"$TMP/stderr" <"$CTL_STDIN")"
+        --command-timeout=10s "${CTL_FLAGS[@]}" "$@" 2>"$TMP/stderr" <"$CTL_STDIN")"
     RC=$?
     ERR="$(grep -v '^{"level"' "$TMP/stderr")"
 }
@@ -608,7 +614,7 @@ stop_bg "$BOB"
 # http_get PATH: curl on the client port; sets CMD, OUT (the body), RC and HTTP_CODE.
 http_get() {
     CMD="curl $CLIENT_URL$1"
-    OUT="$(curl -s -m 10 -w '\n%{http_code}' "$CLIENT_URL$1")"
+    OUT="$(curl -s -m 10 "${CURL_FLAGS[@]}" -w '\n%{http_code}' "$CLIENT_URL$1")"
     RC=$?
     HTTP_CODE="${OUT##*$'\n'}"
     OUT="${OUT%$'\n'*}"
@@ -730,6 +736,72 @@ expect_out "the new password works" $'k1\nv2' --user u:newpw get k1
 expect_out "auth disable" "Authentication Disabled" --user root:rootpw auth disable
 HEALTH_FLAGS=()
 expect_out "get without --user after auth disable" $'k1\nv2' get k1
+
+# --- TLS -----------------------------------------------------------------------------
+
+# A CA, a server certificate for 127.0.0.1 and client certificates (CN root, CN nobody)
+# made with openssl; then a new member on an https URL with --client-cert-auth.
+echo "== TLS"
+stop_server
+if ! command -v openssl >/dev/null 2>&1; then
+    echo "== installing openssl (for the TLS certificates)"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! { apt-get update -qq && apt-get install -y -qq openssl >/dev/null; }; then
+        echo "etcdctl.sh: cannot install openssl" >&2
+        exit 1
+    fi
+fi
+PKI="$TMP/pki"
+mkdir -p "$PKI"
+EC=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+# issue NAME CN EXTENSIONS: NAME.pem and NAME-key.pem, signed by the CA.
+issue() {
+    openssl req "${EC[@]}" -keyout "$PKI/$1-key.pem" -out "$PKI/$1.csr" -subj "/CN=$2" \
+        2>/dev/null &&
+        printf '%s\n' "$3" >"$PKI/$1.ext" &&
+        openssl x509 -req -in "$PKI/$1.csr" -CA "$PKI/ca.pem" -CAkey "$PKI/ca-key.pem" \
+            -CAcreateserial -days 2 -extfile "$PKI/$1.ext" -out "$PKI/$1.pem" 2>/dev/null
+}
+if ! { openssl req -x509 "${EC[@]}" -keyout "$PKI/ca-key.pem" -out "$PKI/ca.pem" \
+    -subj "/CN=compat CA" -days 2 -addext "basicConstraints=critical,CA:TRUE" \
+    -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null &&
+    issue server mnemo $'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth' &&
+    issue root root "extendedKeyUsage=clientAuth" &&
+    issue nobody nobody "extendedKeyUsage=clientAuth"; }; then
+    abort "openssl could not make the test certificates"
+fi
+CLIENT_PORT="$(free_port)"
+PEER_PORT="$(free_port)"
+CLIENT_URL="https://127.0.0.1:$CLIENT_PORT"
+PEER_URL="http://127.0.0.1:$PEER_PORT"
+DATA_DIR="$TMP/data-tls"
+SERVER_FLAGS=(--cert-file "$PKI/server.pem" --key-file "$PKI/server-key.pem"
+    --trusted-ca-file "$PKI/ca.pem" --client-cert-auth)
+CTL_FLAGS=(--cacert "$PKI/ca.pem" --cert "$PKI/root.pem" --key "$PKI/root-key.pem")
+start_server
+expect_out "put over TLS" "OK" put tk tv
+expect_out "get over TLS" $'tk\ntv' get tk
+expect_stderr_match "endpoint health over TLS" \
+    "^$CLIENT_URL is healthy: successfully committed proposal: took = [0-9.]+(ns|µs|ms|s)$" \
+    endpoint health
+CURL_FLAGS=(--cacert "$PKI/ca.pem" --cert "$PKI/root.pem" --key "$PKI/root-key.pem")
+http_get /health
+check "GET /health over TLS" '200 {"health":"true"}' test "$HTTP_CODE $OUT" = '200 {"health":"true"}'
+CURL_FLAGS=(--cacert "$PKI/ca.pem")
+http_get /health
+check "GET /health without a client certificate is refused" "curl fails" test "$RC" -ne 0
+CTL_FLAGS=(--cacert "$PKI/ca.pem")
+ctl --dial-timeout=2s --command-timeout=3s get tk
+check "etcdctl without a client certificate is refused" "a non-zero exit" test "$RC" -ne 0
+# With auth enabled, a request without a token is the user its certificate's CN names.
+CTL_FLAGS=(--cacert "$PKI/ca.pem" --cert "$PKI/root.pem" --key "$PKI/root-key.pem")
+expect_out "user add root over TLS" "User root created" user add root:rootpw
+expect_out "auth enable over TLS" "Authentication Enabled" auth enable
+expect_out "CN=root may get without --user" $'tk\ntv' get tk
+expect_out "CN=root may put without --user" "OK" put tk tv2
+CTL_FLAGS=(--cacert "$PKI/ca.pem" --cert "$PKI/nobody.pem" --key "$PKI/nobody-key.pem")
+expect_err "CN=nobody (no such user) is denied" "etcdserver: permission denied" get tk
+CTL_FLAGS=(--cacert "$PKI/ca.pem" --cert "$PKI/root.pem" --key "$PKI/root-key.pem")
 
 echo
 echo "$PASSED passed, $FAILED failed"

@@ -60,12 +60,12 @@ impl Member {
             .expect("a client URL");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let options = ServerOptions::from_config(&config);
-        let addrs = config.client_bind_addrs();
+        let listeners = mnemo::server::client_listeners(&config).expect("client listeners");
         let task = tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stopped.await;
             };
-            mnemo::server::serve(options, addrs, shutdown)
+            mnemo::server::serve(options, listeners, shutdown)
                 .await
                 .expect("the member runs and stops cleanly");
         });

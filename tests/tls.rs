@@ -1,0 +1,363 @@
+//! TLS on the client port against the real binary: https URLs with `--cert-file` and
+//! `--key-file`, `--client-cert-auth` with `--trusted-ca-file`, the certificate's CN as
+//! the auth user, `--auto-tls`, and the HTTP endpoints over TLS.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::MnemoProcess;
+use mnemo_proto::etcdserverpb::auth_client::AuthClient;
+use mnemo_proto::etcdserverpb::kv_client::KvClient;
+use mnemo_proto::etcdserverpb::{
+    AuthEnableRequest, AuthUserAddRequest, AuthUserGrantRoleRequest, PutRequest, RangeRequest,
+};
+use rcgen::{CertificateParams, DnType, IsCa, KeyPair};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::Code;
+
+/// How long a test waits for the server's "ready" log line.
+const READY: Duration = Duration::from_secs(30);
+
+/// A CA that signs certificates into files of a directory.
+struct Ca {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+    dir: PathBuf,
+    name: String,
+}
+
+impl Ca {
+    fn new(dir: &Path, name: &str) -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let cert = params.self_signed(&key).unwrap();
+        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+        Ca {
+            cert,
+            key,
+            dir: dir.to_path_buf(),
+            name: name.to_string(),
+        }
+    }
+
+    fn file(&self) -> PathBuf {
+        self.dir.join(format!("{}.pem", self.name))
+    }
+
+    fn pem(&self) -> String {
+        self.cert.pem()
+    }
+
+    /// A certificate with subject CN `cn` (and SANs 127.0.0.1, localhost), written to
+    /// `<file>.pem` and `<file>-key.pem`.
+    fn issue(&self, file: &str, cn: &str) -> Issued {
+        let key = KeyPair::generate().unwrap();
+        let mut params =
+            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        let issued = Issued {
+            cert: self.dir.join(format!("{file}.pem")),
+            key: self.dir.join(format!("{file}-key.pem")),
+        };
+        std::fs::write(&issued.cert, cert.pem()).unwrap();
+        std::fs::write(&issued.key, key.serialize_pem()).unwrap();
+        issued
+    }
+}
+
+struct Issued {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl Issued {
+    fn identity(&self) -> Identity {
+        Identity::from_pem(
+            std::fs::read(&self.cert).unwrap(),
+            std::fs::read(&self.key).unwrap(),
+        )
+    }
+}
+
+/// A member serving `https://127.0.0.1:<client port>` with `server` and `extra` flags.
+fn start_tls(server: Option<&Issued>, extra: &[String]) -> (MnemoProcess, String) {
+    let port = common::free_port();
+    let url = format!("https://127.0.0.1:{port}");
+    let mut args = vec![
+        format!("--listen-client-urls={url}"),
+        format!("--advertise-client-urls={url}"),
+    ];
+    if let Some(s) = server {
+        args.push(format!("--cert-file={}", s.cert.display()));
+        args.push(format!("--key-file={}", s.key.display()));
+    }
+    args.extend(extra.iter().cloned());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut m = MnemoProcess::spawn(&args, &[]);
+    m.addrs.client_port = port;
+    m.wait_for_log("ready to serve client requests", READY);
+    (m, url)
+}
+
+async fn connect(url: &str, tls: ClientTlsConfig) -> Result<Channel, tonic::transport::Error> {
+    Endpoint::from_shared(url.to_string())
+        .unwrap()
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10))
+        .connect()
+        .await
+}
+
+fn trusting(ca_pem: &str) -> ClientTlsConfig {
+    ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca_pem))
+        .domain_name("localhost")
+}
+
+fn put(key: &str, value: &str) -> PutRequest {
+    PutRequest {
+        key: key.into(),
+        value: value.into(),
+        ..Default::default()
+    }
+}
+
+fn get(key: &str) -> RangeRequest {
+    RangeRequest {
+        key: key.into(),
+        ..Default::default()
+    }
+}
+
+/// Whether a put through a fresh connection with `tls` succeeds.
+async fn put_works(url: &str, tls: ClientTlsConfig) -> bool {
+    match connect(url, tls).await {
+        Ok(channel) => KvClient::new(channel).put(put("probe", "x")).await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+#[tokio::test]
+async fn put_and_get_over_tls_and_plaintext_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "ca");
+    let server = ca.issue("server", "mnemo");
+    let (m, url) = start_tls(Some(&server), &[]);
+
+    let mut kv = KvClient::new(connect(&url, trusting(&ca.pem())).await.unwrap());
+    kv.put(put("a", "1")).await.unwrap();
+    let got = kv.range(get("a")).await.unwrap().into_inner();
+    assert_eq!(got.kvs.len(), 1);
+    assert_eq!(got.kvs[0].value, b"1");
+
+    // Plain HTTP/2 to the TLS port: the handshake fails, the request too.
+    let plain = format!("http://127.0.0.1:{}", m.addrs.client_port);
+    let plain_result = match Endpoint::from_shared(plain)
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10))
+        .connect()
+        .await
+    {
+        Ok(channel) => KvClient::new(channel).range(get("a")).await.map(|_| ()),
+        Err(e) => Err(tonic::Status::unavailable(e.to_string())),
+    };
+    assert!(plain_result.is_err(), "a plaintext client was served");
+
+    // A client that does not trust the server's CA is refused by its own side.
+    let other = Ca::new(dir.path(), "other");
+    assert!(!put_works(&url, trusting(&other.pem())).await);
+
+    // The listener survived the failed handshakes; the first connection still works.
+    let got = kv.range(get("a")).await.unwrap().into_inner();
+    assert_eq!(got.kvs[0].value, b"1");
+    assert!(put_works(&url, trusting(&ca.pem())).await);
+    drop(m);
+}
+
+#[tokio::test]
+async fn client_cert_auth_requires_a_certificate_from_the_trusted_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "ca");
+    let server = ca.issue("server", "mnemo");
+    let client = ca.issue("client", "some-user");
+    let other = Ca::new(dir.path(), "other");
+    let stranger = other.issue("stranger", "some-user");
+    let (_m, url) = start_tls(
+        Some(&server),
+        &[
+            format!("--trusted-ca-file={}", ca.file().display()),
+            "--client-cert-auth".to_string(),
+        ],
+    );
+
+    assert!(
+        !put_works(&url, trusting(&ca.pem())).await,
+        "a client without a certificate was served"
+    );
+    assert!(
+        !put_works(&url, trusting(&ca.pem()).identity(stranger.identity())).await,
+        "a certificate from another CA was accepted"
+    );
+    let channel = connect(&url, trusting(&ca.pem()).identity(client.identity()))
+        .await
+        .unwrap();
+    let mut kv = KvClient::new(channel);
+    kv.put(put("k", "v")).await.unwrap();
+    assert_eq!(kv.range(get("k")).await.unwrap().into_inner().count, 1);
+}
+
+#[tokio::test]
+async fn certificate_common_name_is_the_auth_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "ca");
+    let server = ca.issue("server", "mnemo");
+    let root = ca.issue("root", "root");
+    let unknown = ca.issue("unknown", "unknown-user");
+    let (_m, url) = start_tls(
+        Some(&server),
+        &[
+            format!("--trusted-ca-file={}", ca.file().display()),
+            "--client-cert-auth".to_string(),
+            "--bcrypt-cost=4".to_string(),
+        ],
+    );
+
+    let as_root = connect(&url, trusting(&ca.pem()).identity(root.identity()))
+        .await
+        .unwrap();
+    let mut auth = AuthClient::new(as_root.clone());
+    auth.user_add(AuthUserAddRequest {
+        name: "root".to_string(),
+        password: "rootpw".to_string(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    auth.user_grant_role(AuthUserGrantRoleRequest {
+        user: "root".to_string(),
+        role: "root".to_string(),
+    })
+    .await
+    .unwrap();
+    auth.auth_enable(AuthEnableRequest {}).await.unwrap();
+
+    // No token: the certificate's CN, root, is the user.
+    let mut kv = KvClient::new(as_root);
+    kv.put(put("secret", "1")).await.unwrap();
+    assert_eq!(kv.range(get("secret")).await.unwrap().into_inner().count, 1);
+
+    // A CN that names no user is denied, with etcd's error.
+    let channel = connect(&url, trusting(&ca.pem()).identity(unknown.identity()))
+        .await
+        .unwrap();
+    let mut kv = KvClient::new(channel);
+    for status in [
+        kv.range(get("secret")).await.unwrap_err(),
+        kv.put(put("secret", "2")).await.unwrap_err(),
+    ] {
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+        assert_eq!(status.message(), "etcdserver: permission denied");
+    }
+}
+
+#[tokio::test]
+async fn auto_tls_serves_a_generated_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m, url) = start_tls(None, &["--auto-tls".to_string()]);
+    let fixtures = m.data_dir().join("fixtures").join("client");
+    let cert = std::fs::read_to_string(fixtures.join("cert.pem")).unwrap();
+    assert!(fixtures.join("key.pem").is_file());
+
+    // The generated certificate is self-signed for the listen host: trusting it as its
+    // own CA verifies the server.
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&cert))
+        .domain_name("127.0.0.1");
+    let mut kv = KvClient::new(connect(&url, tls).await.unwrap());
+    kv.put(put("auto", "tls")).await.unwrap();
+    assert_eq!(kv.range(get("auto")).await.unwrap().into_inner().count, 1);
+
+    // A client that knows no such CA is refused by its own side.
+    let other = Ca::new(dir.path(), "other");
+    assert!(!put_works(&url, trusting(&other.pem())).await);
+}
+
+#[tokio::test]
+async fn health_over_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "ca");
+    let server = ca.issue("server", "mnemo");
+    let (m, _url) = start_tls(Some(&server), &[]);
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(
+            ca.cert.der().to_vec(),
+        ))
+        .unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", m.addrs.client_port))
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    tls.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    // The server closes after the response (`Connection: close`); a TLS peer that just
+    // drops the TCP connection ends the read with an error after the bytes.
+    let _ = tls.read_to_end(&mut response).await;
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains(r#""health":"true""#), "{text}");
+}
+
+#[test]
+fn missing_certificate_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-cert.pem");
+    let port = common::free_port();
+    let url = format!("https://127.0.0.1:{port}");
+    let out = common::mnemo_command()
+        .args([
+            format!("--data-dir={}", dir.path().join("data").display()),
+            format!("--listen-client-urls={url}"),
+            format!("--advertise-client-urls={url}"),
+            format!("--cert-file={}", missing.display()),
+            format!("--key-file={}", missing.display()),
+            format!(
+                "--listen-peer-urls=http://127.0.0.1:{}",
+                common::free_port()
+            ),
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("open {}:", missing.display())),
+        "{stderr}"
+    );
+}
