@@ -479,7 +479,13 @@ async fn leadership(server: std::sync::Weak<EtcdServer>) {
             }
         };
         if was_member && !is_member {
-            s.removed.notify_one();
+            // Let requests in flight (the removal itself, when this member led) answer.
+            let grace = std::time::Duration::from_millis(s.options.election_timeout_ms);
+            drop(s);
+            tokio::time::sleep(grace).await;
+            if let Some(s) = server.upgrade() {
+                s.removed.notify_one();
+            }
             return;
         }
         was_member |= is_member;
