@@ -17,6 +17,9 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod history;
+pub mod linearizability;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
