@@ -1,6 +1,6 @@
 //! The linearizability checker of `tests/common` on hand-written histories, classic
-//! violations, unknown outcomes, its budget, and random histories generated from a
-//! sequential model.
+//! violations, unknown outcomes, its budget, random histories generated from a
+//! sequential model, and a history recorded from a real member.
 
 mod common;
 
@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 
 use common::history::{History, Op, OpResult, Outcome};
 use common::linearizability::{check, check_with, Budget, Verdict, Violation};
+use common::workload::{record_history, SplitMix64, Until};
+use common::MnemoProcess;
 
 /// Builds a history of one client per line of the test, with explicit times.
 #[derive(Default)]
@@ -335,28 +337,11 @@ fn budget_turns_a_pathological_search_into_inconclusive() {
     assert!(check_with(&history(4).history, budget).is_violation());
 }
 
-/// splitmix64, for reproducible random histories.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// A history made by performing operations one by one on a map, operation `j` at time
 /// `10j + 5`, with its invoke and completion up to `window` before and after. One write
 /// in 20 ends `Unknown`, and half of those never take effect.
 fn random_history(seed: u64, ops: usize, keys: u64, window: u64) -> History {
-    let mut rng = Rng(seed);
+    let mut rng = SplitMix64::new(seed);
     let mut store: BTreeMap<String, String> = BTreeMap::new();
     let mut written: Vec<String> = Vec::new();
     let mut history = History::new();
@@ -421,7 +406,7 @@ fn random_history(seed: u64, ops: usize, keys: u64, window: u64) -> History {
 }
 
 /// The index of a random successful get of `history`, if there is one.
-fn random_get(rng: &mut Rng, history: &History) -> Option<usize> {
+fn random_get(rng: &mut SplitMix64, history: &History) -> Option<usize> {
     let gets: Vec<usize> = (0..history.len())
         .filter(|&i| matches!(history.ops[i].outcome, Outcome::Ok(OpResult::Get(_))))
         .collect();
@@ -452,7 +437,7 @@ fn random_histories_from_a_sequential_model_are_linearizable() {
 fn random_histories_with_a_read_of_an_unwritten_value_are_rejected() {
     for seed in 0..SEEDS {
         let mut history = random_history(seed, 60, 1 + seed % 3, 40);
-        let mut rng = Rng(!seed);
+        let mut rng = SplitMix64::new(!seed);
         let Some(i) = random_get(&mut rng, &history) else {
             continue;
         };
@@ -472,7 +457,7 @@ fn random_histories_with_a_read_from_the_future_are_rejected() {
     let mut corrupted = 0;
     for seed in 0..SEEDS {
         let mut history = random_history(seed, 60, 1 + seed % 3, 40);
-        let mut rng = Rng(!seed);
+        let mut rng = SplitMix64::new(!seed);
         let Some(i) = random_get(&mut rng, &history) else {
             continue;
         };
@@ -499,4 +484,47 @@ fn random_histories_with_a_read_from_the_future_are_rejected() {
         corrupted > SEEDS / 2,
         "only {corrupted} histories corrupted"
     );
+}
+
+#[tokio::test]
+async fn history_recorded_from_one_member_is_linearizable() {
+    let m = MnemoProcess::start(&[]);
+    let history = record_history(
+        vec![m.client_url()],
+        4,
+        Until::Elapsed(std::time::Duration::from_secs(2)),
+        3,
+        0x5eed,
+    )
+    .await;
+    let summary = history.summary();
+    eprintln!("recorded {summary}");
+    let verdict = check(&history);
+    assert!(verdict.is_linearizable(), "{verdict}\n{summary}");
+    // Not trivially so: reads saw writes, some compare-and-set succeeded and some failed,
+    // and all four clients took part.
+    assert!(history.reads_of_values() > 10, "{summary}");
+    let cas = |ok| {
+        history
+            .ops
+            .iter()
+            .filter(|o| o.outcome == Outcome::Ok(OpResult::Cas(ok)))
+            .count()
+    };
+    assert!(cas(true) > 0 && cas(false) > 0, "{summary}");
+    for client in 0..4 {
+        assert!(
+            history.ops.iter().any(|o| o.client == client),
+            "client {client}: {summary}"
+        );
+    }
+    // The same history with one read changed to a value nobody wrote is rejected.
+    let mut corrupted = history.clone();
+    let read = corrupted
+        .ops
+        .iter_mut()
+        .find(|o| matches!(o.outcome, Outcome::Ok(OpResult::Get(Some(_)))))
+        .expect("a read of a value");
+    read.outcome = Outcome::Ok(OpResult::Get(some("never-written")));
+    assert!(check(&corrupted).is_violation());
 }

@@ -19,6 +19,7 @@
 
 pub mod history;
 pub mod linearizability;
+pub mod workload;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
