@@ -19,6 +19,7 @@
 
 pub mod history;
 pub mod linearizability;
+pub mod proxy;
 pub mod workload;
 
 use std::io::{BufRead, BufReader, Read, Write};
