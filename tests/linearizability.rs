@@ -337,6 +337,35 @@ fn budget_turns_a_pathological_search_into_inconclusive() {
     assert!(check_with(&history(4).history, budget).is_violation());
 }
 
+#[test]
+fn many_pending_unknown_writes_do_not_hide_a_violation() {
+    // Thirty writes that may land any time later: a search trying every subset of them
+    // could not finish, but none of them can make the stale read right.
+    let history = |last_read: &str| {
+        let mut b = Builder::new();
+        for i in 0..30 {
+            let op = Op::Put {
+                key: "x".into(),
+                value: format!("u{i}"),
+            };
+            b.unknown(op, 0, 1);
+        }
+        b.put("x", "a", 10, 20)
+            .put("x", "b", 30, 40)
+            .get("x", Some(last_read), 50, 60);
+        b
+    };
+    let budget = Budget {
+        max_steps: 1_000_000,
+        ..Budget::default()
+    };
+    let verdict = check_with(&history("a").history, budget);
+    assert!(verdict.is_violation(), "{verdict}");
+    // Reading one of them at the end is fine: it landed after b.
+    let verdict = check_with(&history("u17").history, budget);
+    assert!(verdict.is_linearizable(), "{verdict}");
+}
+
 /// A history made by performing operations one by one on a map, operation `j` at time
 /// `10j + 5`, with its invoke and completion up to `window` before and after. One write
 /// in 20 ends `Unknown`, and half of those never take effect.

@@ -10,7 +10,8 @@
 //! For one key the search walks a list of call and return events ordered by time. At a
 //! call it tries to linearize that operation now: the model must allow the result, and
 //! the pair (set of linearized operations, register value) must not have been reached
-//! before (the memo; reaching the same pair again leads to the same outcome). At a
+//! before (the memo; reaching the same pair again leads to the same outcome; `Memo`
+//! also skips pairs that only spent more unknown operations than a visited one). At a
 //! return event the operation returning there should have been linearized already, so
 //! the search undoes its last choice and tries the next call instead. It succeeds when
 //! the list is empty and fails when it must undo with nothing left to undo.
@@ -311,6 +312,50 @@ impl BitSet {
     fn clear(&mut self, i: usize) {
         self.0[i / 64] &= !(1 << (i % 64));
     }
+
+    fn is_subset(&self, of: &BitSet) -> bool {
+        self.0.iter().zip(&of.0).all(|(a, b)| a & !b == 0)
+    }
+}
+
+/// The configurations the search has visited: for each set of linearized known
+/// operations and value, the sets of unknown operations linearized with them.
+///
+/// Reaching (known, value) with more unknown operations spent than a visited
+/// configuration cannot succeed where that one did not, since everything it can do next
+/// the visited one could too (and left-over unknown operations can always go last). So
+/// a configuration is new only if no visited one with the same known set and value
+/// spent a subset of its unknown operations. Without this, each pending unknown write
+/// doubles the configurations a failing search goes through.
+#[derive(Debug, Default)]
+struct Memo {
+    visited: HashMap<(BitSet, Value), Vec<BitSet>>,
+    bytes: usize,
+}
+
+impl Memo {
+    /// Records the configuration; false if it is covered by a visited one.
+    fn insert(&mut self, known: &BitSet, value: Value, unknown: &BitSet) -> bool {
+        let unknown_bytes = unknown.0.len() * 8 + 24;
+        match self.visited.get_mut(&(known.clone(), value)) {
+            Some(sets) => {
+                if sets.iter().any(|seen| seen.is_subset(unknown)) {
+                    return false;
+                }
+                let before = sets.len();
+                sets.retain(|seen| !unknown.is_subset(seen));
+                self.bytes -= (before - sets.len()) * unknown_bytes;
+                sets.push(unknown.clone());
+                self.bytes += unknown_bytes;
+            }
+            None => {
+                self.visited
+                    .insert((known.clone(), value), vec![unknown.clone()]);
+                self.bytes += known.0.len() * 8 + 64 + unknown_bytes;
+            }
+        }
+        true
+    }
 }
 
 /// The search over one key's operations (none of them an `Unknown` get).
@@ -384,17 +429,32 @@ fn check_key(key: &str, ops: &[&Operation], budget: Budget, deadline: Instant) -
         }
     };
 
-    let words = n.div_ceil(64);
-    let memo_entry_bytes = words * 8 + 48;
-    let mut memo: HashSet<(BitSet, Value)> = HashSet::new();
-    let mut linearized = BitSet::new(n);
+    // Known and unknown operations are tracked in separate sets (see `Memo`): `slot[i]`
+    // is operation i's place in its set.
+    let unknown: Vec<bool> = steps.iter().map(|(_, seen)| seen.is_none()).collect();
+    let mut slot = vec![0; n];
+    let (mut known_count, mut unknown_count) = (0, 0);
+    for i in 0..n {
+        let count = if unknown[i] {
+            &mut unknown_count
+        } else {
+            &mut known_count
+        };
+        slot[i] = *count;
+        *count += 1;
+    }
+    let mut known_set = BitSet::new(known_count);
+    let mut unknown_set = BitSet::new(unknown_count);
+    let mut memo = Memo::default();
     let mut value: Value = None;
     // The calls linearized so far, with the value before each.
     let mut stack: Vec<(usize, Value)> = Vec::new();
     let mut best: Option<Best> = None;
     let mut step_count: u64 = 0;
+    let mut known_left = known_count;
     let mut entry = next[head];
-    while next[head] != NIL {
+    // With only unknown operations left, any order of them works.
+    while known_left > 0 {
         step_count += 1;
         if step_count > budget.max_steps {
             return inconclusive(key, format!("took more than {} steps", budget.max_steps));
@@ -405,28 +465,55 @@ fn check_key(key: &str, ops: &[&Operation], budget: Budget, deadline: Instant) -
                 format!("ran past the time budget of {:?}", budget.max_time),
             );
         }
-        if memo.len() * memo_entry_bytes > budget.max_memo_bytes {
+        if memo.bytes > budget.max_memo_bytes {
             return inconclusive(
                 key,
                 format!("memo grew past {} bytes", budget.max_memo_bytes),
             );
         }
-        debug_assert!(entry != NIL, "the list ends with a return event");
+        debug_assert!(entry != NIL, "a known operation's return is still listed");
         let i = entry / 2;
         if is_call(entry) {
             let (step, seen) = steps[i];
-            if let Some(after) = apply(step, seen, value) {
-                let mut with = linearized.clone();
-                with.set(i);
-                if memo.insert((with, after)) {
-                    stack.push((entry, value));
-                    linearized.set(i);
-                    value = after;
-                    unlink(&mut next, &mut prev, entry);
-                    unlink(&mut next, &mut prev, entry + 1);
-                    entry = next[head];
-                    continue;
+            let after_unknown = stack.last().filter(|(top, _)| unknown[top / 2]);
+            let hides_unknown = after_unknown.is_some_and(|&(_, before)| match step {
+                Step::Put(_) => true,
+                Step::Delete => unknown[i] || before.is_some() == value.is_some(),
+                Step::Get | Step::Cas { .. } => false,
+            });
+            match apply(step, seen, value) {
+                // Two placements that need not be tried, as a linearization with them
+                // stays one when the unknown operation moves to the end (where it
+                // always fits): an unknown operation that leaves the value as it is,
+                // and an unknown operation right before one that overwrites the value
+                // with the same result either way (a put, or a delete that sees the key
+                // exist or not alike).
+                Some(after) if !hides_unknown && (!unknown[i] || after != value) => {
+                    let set = if unknown[i] {
+                        &mut unknown_set
+                    } else {
+                        &mut known_set
+                    };
+                    set.set(slot[i]);
+                    if memo.insert(&known_set, after, &unknown_set) {
+                        stack.push((entry, value));
+                        if !unknown[i] {
+                            known_left -= 1;
+                        }
+                        value = after;
+                        unlink(&mut next, &mut prev, entry);
+                        unlink(&mut next, &mut prev, entry + 1);
+                        entry = next[head];
+                        continue;
+                    }
+                    let set = if unknown[i] {
+                        &mut unknown_set
+                    } else {
+                        &mut known_set
+                    };
+                    set.clear(slot[i]);
                 }
+                _ => {}
             }
             entry = next[entry];
         } else {
@@ -437,7 +524,13 @@ fn check_key(key: &str, ops: &[&Operation], budget: Budget, deadline: Instant) -
                 let best = best.expect("captured at this return event");
                 return Verdict::NotLinearizable(best.explain(key, ops, &steps, &interner));
             };
-            linearized.clear(call / 2);
+            let i = call / 2;
+            if unknown[i] {
+                unknown_set.clear(slot[i]);
+            } else {
+                known_set.clear(slot[i]);
+                known_left += 1;
+            }
             value = before;
             relink(&mut next, &mut prev, call + 1);
             relink(&mut next, &mut prev, call);
