@@ -5,10 +5,12 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use common::history::{History, Op, OpResult, Outcome};
 use common::linearizability::{check, check_with, Budget, Verdict, Violation};
-use common::workload::{record_history, SplitMix64, Until};
+use common::proxy::{Direction, FaultProxy};
+use common::workload::{record_history, SplitMix64, Until, Workload};
 use common::MnemoProcess;
 
 /// Builds a history of one client per line of the test, with explicit times.
@@ -521,7 +523,7 @@ async fn history_recorded_from_one_member_is_linearizable() {
     let history = record_history(
         vec![m.client_url()],
         4,
-        Until::Elapsed(std::time::Duration::from_secs(2)),
+        Until::Elapsed(Duration::from_secs(2)),
         3,
         0x5eed,
     )
@@ -556,4 +558,67 @@ async fn history_recorded_from_one_member_is_linearizable() {
         .expect("a read of a value");
     read.outcome = Outcome::Ok(OpResult::Get(some("never-written")));
     assert!(check(&corrupted).is_violation());
+}
+
+#[tokio::test]
+async fn history_through_faulty_proxies_is_linearizable() {
+    // Two proxies in front of one member, both blackholed longer than the request
+    // timeout now and then: requests time out (unknown writes), and are then either
+    // delivered late (the blackhole passes again) or lost (the connections reset).
+    let m = MnemoProcess::start(&[]);
+    let proxies = [
+        FaultProxy::start(m.client_addr()),
+        FaultProxy::start(m.client_addr()),
+    ];
+    let mut workload = Workload::new(
+        proxies.iter().map(FaultProxy::url).collect(),
+        4,
+        Until::Elapsed(Duration::from_secs(5)),
+        2,
+        0xfa17,
+    );
+    workload.request_timeout = Duration::from_millis(500);
+    workload.connect_timeout = Duration::from_millis(300);
+    let recording = tokio::spawn(workload.record());
+    for round in 0..3 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for p in &proxies {
+            p.blackhole(Direction::Both);
+        }
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        for p in &proxies {
+            if round % 2 == 1 {
+                p.reset();
+            }
+            p.delay(Direction::Backward, Duration::from_millis(20));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for p in &proxies {
+            p.heal();
+        }
+    }
+    let history = recording.await.expect("the workload finishes");
+    let summary = history.summary();
+    eprintln!("recorded {summary}");
+    let verdict = check(&history);
+    assert!(verdict.is_linearizable(), "{verdict}\n{summary}");
+    assert!(
+        history.unknown_count() > 0,
+        "no request timed out: {summary}"
+    );
+    // The clients came back after the last fault.
+    let last_unknown = history
+        .ops
+        .iter()
+        .filter(|o| o.outcome == Outcome::Unknown)
+        .map(|o| o.invoke)
+        .max()
+        .expect("an unknown operation");
+    assert!(
+        history
+            .ops
+            .iter()
+            .any(|o| o.invoke > last_unknown && matches!(o.outcome, Outcome::Ok(_))),
+        "nothing succeeded after the last fault: {summary}"
+    );
 }
