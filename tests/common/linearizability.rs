@@ -14,7 +14,8 @@
 //! also skips pairs that only spent more unknown operations than a visited one). At a
 //! return event the operation returning there should have been linearized already, so
 //! the search undoes its last choice and tries the next call instead. It succeeds when
-//! the list is empty and fails when it must undo with nothing left to undo.
+//! only unknown operations are left (they fit in any order, see below) and fails when
+//! it must undo with nothing left to undo.
 //!
 //! ```text
 //! client 0 |--put(x,1)--|
