@@ -17,6 +17,11 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod history;
+pub mod linearizability;
+pub mod proxy;
+pub mod workload;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
