@@ -285,6 +285,27 @@ async fn leader_failover_restart_and_catch_up() {
             .await
             .unwrap();
     }
+    // A lease with a key, kept alive by nobody: the new leader must give it its full TTL
+    // again (etcd's promote), not expire it because the old leader's clock is gone.
+    let lease_id = c.members[l]
+        .lease()
+        .await
+        .lease_grant(LeaseGrantRequest { ttl: 10, id: 0 })
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    c.members[l]
+        .kv()
+        .await
+        .put(PutRequest {
+            key: b"leased".to_vec(),
+            value: b"v".to_vec(),
+            lease: lease_id,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     c.members[l].kill();
     let survivor = (l + 1) % 3;
     let took = put_until_ok(&c.members[survivor], "after", "y", Duration::from_secs(30)).await;
@@ -297,6 +318,22 @@ async fn leader_failover_restart_and_catch_up() {
             .await
             .unwrap();
     }
+    let ttl = c.members[survivor]
+        .lease()
+        .await
+        .lease_time_to_live(LeaseTimeToLiveRequest {
+            id: lease_id,
+            keys: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(ttl.ttl > 0, "the lease expired across the failover: {ttl:?}");
+    assert_eq!(ttl.keys, vec![b"leased".to_vec()]);
+    assert_eq!(
+        get(&c.members[survivor], "leased", false).await.as_deref(),
+        Some(&b"v"[..])
+    );
 
     // The old leader comes back as a follower and catches up.
     c.members[l].restart();

@@ -93,10 +93,25 @@ impl ProxiedCluster {
                     return v.0;
                 }
             }
-            assert!(
-                Instant::now() < deadline,
-                "no agreed leader among {among:?}: {views:?}"
-            );
+            if Instant::now() >= deadline {
+                for &i in among {
+                    let err = self.members[i].stderr();
+                    let tail: Vec<&str> = err.lines().rev().take(25).collect();
+                    eprintln!("--- m{} stderr, newest first:\n{}", i + 1, tail.join("\n"));
+                    // A member that answers nothing: its threads' stacks, where gdb exists.
+                    if !views.iter().any(|v| v.0 == i) {
+                        if let Some(pid) = self.members[i].pid() {
+                            let bt = Command::new("gdb")
+                                .args(["-p", &pid.to_string(), "-batch", "-ex", "thread apply all bt"])
+                                .output();
+                            if let Ok(out) = bt {
+                                eprintln!("--- m{} threads:\n{}", i + 1, String::from_utf8_lossy(&out.stdout));
+                            }
+                        }
+                    }
+                }
+                panic!("no agreed leader among {among:?}: {views:?}");
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -164,6 +179,7 @@ async fn check_under_faults(seed: u64, duration: Duration) {
                 c.proxies[victim].heal();
             }
         }
+        eprintln!("nemesis: {}", faults.last().map_or("", String::as_str));
         tokio::time::sleep(ELECTION_TIMEOUT).await;
     }
     let history = recording.await.unwrap();

@@ -462,11 +462,13 @@ async fn leadership(server: std::sync::Weak<EtcdServer>) {
             return;
         };
         let is_member = {
+            // Read before borrowing the metrics: a second borrow while raft waits to
+            // publish new metrics would deadlock (the channel's lock prefers writers).
+            let commit_index = s.raft.status().commit_index;
             let m = s.raft.raft().metrics();
             let m = m.borrow();
             // Only a committed membership counts: a joint or uncommitted one may be undone.
-            let committed =
-                m.membership_config.log_id().map(|l| l.index) <= s.raft.status().commit_index;
+            let committed = m.membership_config.log_id().map(|l| l.index) <= commit_index;
             let present = m
                 .membership_config
                 .membership()
