@@ -328,7 +328,10 @@ async fn leader_failover_restart_and_catch_up() {
         .await
         .unwrap()
         .into_inner();
-    assert!(ttl.ttl > 0, "the lease expired across the failover: {ttl:?}");
+    assert!(
+        ttl.ttl > 0,
+        "the lease expired across the failover: {ttl:?}"
+    );
     assert_eq!(ttl.keys, vec![b"leased".to_vec()]);
     assert_eq!(
         get(&c.members[survivor], "leased", false).await.as_deref(),

@@ -32,6 +32,9 @@ const MAX_PROPOSAL_BYTES: usize = 4 << 20;
 /// Proposal entries submitted to raft and not yet answered. While they are in flight the
 /// next group gathers, so under load each entry (one fsync) carries many commands.
 const PROPOSALS_IN_FLIGHT: usize = 2;
+/// A request that meets a member that just stopped leading tries the new leader this
+/// many more times.
+const MAX_LEADER_RETRIES: usize = 3;
 
 /// A command waiting for its proposal entry.
 #[derive(Debug)]
@@ -146,6 +149,7 @@ pub struct RaftNode<S: ApplyStore = Store> {
     proposals: mpsc::UnboundedSender<Pending>,
     io_path: IoPath,
     request_timeout: Duration,
+    election_timeout: Duration,
     /// Channels to the other members.
     peers: Peers,
     /// This member's clients waiting for writes forwarded to the leader.
@@ -347,6 +351,7 @@ impl<S: ApplyStore> RaftNode<S> {
             wal_handle: parking_lot::Mutex::new(Some(wal_handle)),
             io_path,
             request_timeout: opts.request_timeout(),
+            election_timeout: Duration::from_millis(opts.election_timeout_ms),
             peers,
             forwarded,
         })
@@ -383,10 +388,34 @@ impl<S: ApplyStore> RaftNode<S> {
     pub async fn propose(&self, cmd: Command) -> Result<CommandResponse> {
         self.refuse_learner()?;
         let deadline = tokio::time::Instant::now() + self.request_timeout;
-        match self.leader_until(deadline).await? {
-            leader if leader == self.node_id => self.propose_local(cmd, deadline).await,
-            leader => self.forward(leader, cmd, deadline).await,
+        let mut attempt = 0;
+        loop {
+            let leader = self.leader_until(deadline).await?;
+            let r = if leader == self.node_id {
+                self.propose_local(cmd.clone(), deadline).await
+            } else {
+                self.forward(leader, cmd.clone(), deadline).await
+            };
+            // "Not leader" means the command was not appended: try the new leader.
+            match r {
+                Err(Error::NotLeader) if attempt < MAX_LEADER_RETRIES => {
+                    attempt += 1;
+                    self.wait_leader_change(leader, deadline).await;
+                }
+                r => return r,
+            }
         }
+    }
+
+    /// Waits (at most an election timeout, and not past `deadline`) until the member
+    /// this one calls leader is no longer `leader`.
+    async fn wait_leader_change(&self, leader: u64, deadline: tokio::time::Instant) {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let _ = self
+            .raft
+            .wait(Some(left.min(self.election_timeout)))
+            .metrics(|m| m.current_leader != Some(leader), "a leader change")
+            .await;
     }
 
     /// Proposes `cmd` through this member's own raft (which must be leading).
@@ -520,22 +549,36 @@ impl<S: ApplyStore> RaftNode<S> {
     pub async fn read_index(&self) -> Result<u64> {
         self.refuse_learner()?;
         let deadline = tokio::time::Instant::now() + self.request_timeout;
-        let leader = self.leader_until(deadline).await?;
-        let index = if leader == self.node_id {
-            self.leader_read_index(deadline).await?
-        } else {
-            let mut client = self.leader_client(leader)?;
-            let mut req = tonic::Request::new(self.peers.header(leader).unwrap_or_default());
-            req.set_timeout(deadline.saturating_duration_since(tokio::time::Instant::now()));
-            let resp = match tokio::time::timeout_at(deadline, client.read_index(req)).await {
-                Err(_) => return Err(Error::Timeout),
-                Ok(r) => r.map_err(|s| peer_status_error(&s))?.into_inner(),
+        let mut attempt = 0;
+        let index = loop {
+            let leader = self.leader_until(deadline).await?;
+            let r = if leader == self.node_id {
+                self.leader_read_index(deadline).await
+            } else {
+                self.remote_read_index(leader, deadline).await
             };
-            peer_error(resp.error)?;
-            resp.index
+            match r {
+                Err(Error::NotLeader) if attempt < MAX_LEADER_RETRIES => {
+                    attempt += 1;
+                    self.wait_leader_change(leader, deadline).await;
+                }
+                r => break r?,
+            }
         };
         self.wait_applied(index, deadline).await?;
         Ok(index)
+    }
+
+    async fn remote_read_index(&self, leader: u64, deadline: tokio::time::Instant) -> Result<u64> {
+        let mut client = self.leader_client(leader)?;
+        let mut req = tonic::Request::new(self.peers.header(leader).unwrap_or_default());
+        req.set_timeout(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        let resp = match tokio::time::timeout_at(deadline, client.read_index(req)).await {
+            Err(_) => return Err(Error::Timeout),
+            Ok(r) => r.map_err(|s| peer_status_error(&s))?.into_inner(),
+        };
+        peer_error(resp.error)?;
+        Ok(resp.index)
     }
 
     /// The leader's read index: leadership confirmed by a quorum now. Errors on a member
