@@ -1,8 +1,10 @@
 //! The peer network: how openraft (and the server's forwarding) reach other members, over
 //! mnemo's own gRPC service on the peer URLs (proto/proto/mnemopeerpb/peer.proto).
 //!
-//! One HTTP/2 channel per peer URL, shared by raft's replication stream to that peer and
-//! by forwarded client requests; it connects lazily and reconnects by itself. Every RPC
+//! Two HTTP/2 channels per peer URL: one for raft (replication, heartbeats, votes) and
+//! one for requests forwarded on behalf of clients, so that client load (many streams,
+//! cancelled requests) never holds up or closes raft's connection. Each connects lazily
+//! and reconnects by itself. Every RPC
 //! has a deadline: raft's (from the heartbeat interval and election timeout, given by
 //! openraft in [`RPCOption`]) or the caller's.
 
@@ -35,7 +37,16 @@ pub const MAX_PEER_MESSAGE: usize = 64 << 20;
 pub struct Peers {
     pub cluster_id: u64,
     pub member_id: u64,
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    channels: Arc<Mutex<HashMap<(String, Lane), Channel>>>,
+}
+
+/// Which of a peer's two channels a call uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lane {
+    /// openraft's RPCs.
+    Raft,
+    /// Requests forwarded for clients, membership changes, lookups.
+    Forward,
 }
 
 impl Peers {
@@ -56,11 +67,16 @@ impl Peers {
         })
     }
 
-    /// A client of the peer service at `url`.
+    /// A client of the peer service at `url`, on the forwarding lane.
     pub fn client(&self, url: &str) -> Result<PeerRpcClient<Channel>, String> {
+        self.client_on(url, Lane::Forward)
+    }
+
+    /// A client of the peer service at `url` on `lane`.
+    pub fn client_on(&self, url: &str, lane: Lane) -> Result<PeerRpcClient<Channel>, String> {
         let channel = {
             let mut channels = self.channels.lock();
-            match channels.get(url) {
+            match channels.get(&(url.to_string(), lane)) {
                 Some(c) => c.clone(),
                 None => {
                     let c = Endpoint::from_shared(url.to_string())
@@ -70,7 +86,7 @@ impl Peers {
                         .http2_keep_alive_interval(Duration::from_secs(5))
                         .keep_alive_timeout(Duration::from_secs(5))
                         .connect_lazy();
-                    channels.insert(url.to_string(), c.clone());
+                    channels.insert((url.to_string(), lane), c.clone());
                     c
                 }
             }
@@ -80,13 +96,21 @@ impl Peers {
             .max_encoding_message_size(MAX_PEER_MESSAGE))
     }
 
-    /// A client of `member`'s peer service (its first peer URL).
+    /// A client of `member`'s peer service (its first peer URL), on the forwarding lane.
     pub fn member_client(&self, member: &Member) -> Result<PeerRpcClient<Channel>, String> {
+        self.member_client_on(member, Lane::Forward)
+    }
+
+    fn member_client_on(
+        &self,
+        member: &Member,
+        lane: Lane,
+    ) -> Result<PeerRpcClient<Channel>, String> {
         let url = member
             .peer_urls
             .first()
             .ok_or_else(|| format!("member {:?} has no peer URL", member.name))?;
-        self.client(url)
+        self.client_on(url, lane)
     }
 }
 
@@ -96,7 +120,7 @@ impl RaftNetworkFactory<TypeConfig> for Peers {
     async fn new_client(&mut self, target: u64, node: &Member) -> PeerClient {
         PeerClient {
             target,
-            client: self.member_client(node),
+            client: self.member_client_on(node, Lane::Raft),
             peers: self.clone(),
         }
     }

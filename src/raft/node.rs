@@ -451,11 +451,15 @@ impl<S: ApplyStore> RaftNode<S> {
                 command: cmd.encode_to_vec(),
             });
             req.set_timeout(deadline.saturating_duration_since(tokio::time::Instant::now()));
-            let call = client.propose(req);
-            tokio::pin!(call);
+            // The call runs to its end in its own task even when the local apply answers
+            // first: a dropped call resets its HTTP/2 stream, and the leader's reply on a
+            // stream the client already forgot counts against the connection's reset
+            // limit, which would close the channel raft replication shares.
+            let mut call = tokio::spawn(async move { client.propose(req).await });
             tokio::select! {
                 r = &mut applied => return r.map_err(|_| Error::Stopped),
                 r = &mut call => {
+                    let r = r.map_err(|e| Error::Internal(format!("forwarding task: {e}")))?;
                     let resp = r.map_err(|s| peer_status_error(&s))?.into_inner();
                     peer_error(resp.error)?;
                 }
