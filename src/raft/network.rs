@@ -37,6 +37,8 @@ pub const MAX_PEER_MESSAGE: usize = 64 << 20;
 pub struct Peers {
     pub cluster_id: u64,
     pub member_id: u64,
+    /// How long raft waits before it tries an unreachable peer again.
+    pub retry: Duration,
     channels: Arc<Mutex<HashMap<(String, Lane), Channel>>>,
 }
 
@@ -54,6 +56,7 @@ impl Peers {
         Peers {
             cluster_id,
             member_id,
+            retry: Duration::from_millis(100),
             channels: Arc::default(),
         }
     }
@@ -182,18 +185,20 @@ impl PeerClient {
                 RaftRpc::Snapshot => client.install_snapshot(req).await,
             }
         };
+        // A peer that is slow to answer is retried at once (openraft's deadline for an
+        // append is one heartbeat, easily exceeded under load); one that cannot be
+        // reached waits for the backoff.
         match tokio::time::timeout(timeout, call).await {
-            Err(_) => Err(SendError::Unreachable(format!(
+            Err(_) => Err(SendError::Network(format!(
                 "member {target:x}: no answer within {timeout:?}"
             ))),
             Ok(Ok(resp)) => Ok(resp.into_inner().body),
             Ok(Err(status)) => {
                 let msg = format!("member {target:x}: {}", status.message());
                 match status.code() {
-                    tonic::Code::Unavailable
-                    | tonic::Code::DeadlineExceeded
-                    | tonic::Code::Cancelled
-                    | tonic::Code::Unknown => Err(SendError::Unreachable(msg)),
+                    tonic::Code::Unavailable | tonic::Code::Unknown => {
+                        Err(SendError::Unreachable(msg))
+                    }
                     _ => Err(SendError::Network(msg)),
                 }
             }
@@ -209,6 +214,12 @@ enum RaftRpc {
 }
 
 impl RaftNetwork<TypeConfig> for PeerClient {
+    /// An unreachable peer is tried again every heartbeat interval (openraft's default
+    /// waits 500 ms, longer than a heartbeat-paced follower should go unserved).
+    fn backoff(&self) -> openraft::network::Backoff {
+        openraft::network::Backoff::new(std::iter::repeat(self.peers.retry))
+    }
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,

@@ -315,7 +315,8 @@ impl<S: ApplyStore> RaftNode<S> {
         };
         let forwarded = Arc::new(Waiters::new(opts.node_id));
         let mut sm = sm.with_forwarded(forwarded.clone());
-        let peers = Peers::new(opts.cluster_id, opts.node_id);
+        let mut peers = Peers::new(opts.cluster_id, opts.node_id);
+        peers.retry = Duration::from_millis(opts.heartbeat_ms.max(1));
         let log_state = log
             .get_log_state()
             .await
