@@ -174,7 +174,7 @@ async fn every_member_serves_writes_reads_and_watches() {
     assert_eq!(seen, vec![b"k0".to_vec(), b"k1".to_vec(), b"k2".to_vec()]);
 
     // Every member holds the same data at the same revision.
-    let hashes: Vec<(u32, i64)> = futures_join(m.iter().map(|x| hash_kv(x, last_rev))).await;
+    let hashes: Vec<(u32, i64)> = one_by_one(m.iter().map(|x| hash_kv(x, last_rev))).await;
     assert!(
         hashes.iter().all(|h| *h == hashes[0]),
         "HashKV differs: {hashes:?}"
@@ -231,7 +231,8 @@ async fn every_member_serves_writes_reads_and_watches() {
     }
 }
 
-async fn futures_join<F: std::future::Future>(fs: impl Iterator<Item = F>) -> Vec<F::Output> {
+/// Awaits each future in turn (the members are asked one after another).
+async fn one_by_one<F: std::future::Future>(fs: impl Iterator<Item = F>) -> Vec<F::Output> {
     let mut out = Vec::new();
     for f in fs {
         out.push(f.await);
@@ -355,7 +356,7 @@ async fn leader_failover_restart_and_catch_up() {
         get(m[l], "during19", true).await.as_deref(),
         Some(&b"z"[..])
     );
-    let hashes = futures_join(m.iter().map(|x| hash_kv(x, rev))).await;
+    let hashes = one_by_one(m.iter().map(|x| hash_kv(x, rev))).await;
     assert!(
         hashes.iter().all(|h| *h == hashes[0]),
         "HashKV differs: {hashes:?}"
@@ -637,7 +638,7 @@ async fn a_member_behind_the_purged_log_catches_up_from_a_snapshot() {
         "the member caught up without a snapshot"
     );
     let m: Vec<&MnemoProcess> = c.members.iter().collect();
-    let hashes = futures_join(m.iter().map(|x| hash_kv(x, last))).await;
+    let hashes = one_by_one(m.iter().map(|x| hash_kv(x, last))).await;
     assert!(
         hashes.iter().all(|h| *h == hashes[0]),
         "HashKV differs: {hashes:?}"

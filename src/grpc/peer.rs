@@ -21,7 +21,7 @@ use crate::error::Error;
 use crate::raft::network::MAX_PEER_MESSAGE;
 use crate::raft::node::to_peer_error;
 use crate::raft::wire;
-use crate::server::EtcdServer;
+use crate::server::{EtcdServer, LeaseCall};
 
 /// The peer service of one member.
 #[derive(Debug, Clone)]
@@ -66,6 +66,26 @@ impl PeerService {
             )));
         }
         Ok(())
+    }
+}
+
+impl PeerService {
+    #[allow(clippy::result_large_err)]
+    fn lease(&self, call: LeaseCall, req: LeaseRequest) -> Result<Response<LeaseResponse>, Status> {
+        self.check(req.header.as_ref())?;
+        Ok(Response::new(
+            match self.server.leader_lease(call, req.id) {
+                Ok((ttl, granted_ttl)) => LeaseResponse {
+                    error: ok(),
+                    ttl,
+                    granted_ttl,
+                },
+                Err(e) => LeaseResponse {
+                    error: err(&e),
+                    ..Default::default()
+                },
+            },
+        ))
     }
 }
 
@@ -158,7 +178,7 @@ impl Peer for PeerService {
             Ok(_) => ok(),
             Err(e) => err(&e),
         };
-        Ok(Response::new(ProposeResponse { error, index: 0 }))
+        Ok(Response::new(ProposeResponse { error }))
     }
 
     async fn read_index(
@@ -183,42 +203,14 @@ impl Peer for PeerService {
         &self,
         req: Request<LeaseRequest>,
     ) -> Result<Response<LeaseResponse>, Status> {
-        let req = req.into_inner();
-        self.check(req.header.as_ref())?;
-        Ok(Response::new(
-            match self.server.leader_lease_keep_alive(req.id) {
-                Ok(ttl) => LeaseResponse {
-                    error: ok(),
-                    ttl,
-                    granted_ttl: 0,
-                },
-                Err(e) => LeaseResponse {
-                    error: err(&e),
-                    ..Default::default()
-                },
-            },
-        ))
+        self.lease(LeaseCall::KeepAlive, req.into_inner())
     }
 
     async fn lease_time_to_live(
         &self,
         req: Request<LeaseRequest>,
     ) -> Result<Response<LeaseResponse>, Status> {
-        let req = req.into_inner();
-        self.check(req.header.as_ref())?;
-        Ok(Response::new(
-            match self.server.leader_lease_time_to_live(req.id) {
-                Ok((ttl, granted_ttl)) => LeaseResponse {
-                    error: ok(),
-                    ttl,
-                    granted_ttl,
-                },
-                Err(e) => LeaseResponse {
-                    error: err(&e),
-                    ..Default::default()
-                },
-            },
-        ))
+        self.lease(LeaseCall::TimeToLive, req.into_inner())
     }
 
     async fn change_members(
@@ -237,10 +229,11 @@ impl Peer for PeerService {
                 Ok(members) => ChangeMembersResponse {
                     error: ok(),
                     members: members.iter().map(member_info).collect(),
+                    index: self.server.raft.status().applied_index.unwrap_or(0),
                 },
                 Err(e) => ChangeMembersResponse {
                     error: err(&e),
-                    members: vec![],
+                    ..Default::default()
                 },
             },
         ))

@@ -44,9 +44,8 @@ impl EtcdServer {
             .into_inner();
         peer_error(resp.error)?;
         // Answer once this member has applied the change too.
-        let applied = self.raft.status().commit_index.unwrap_or(0);
         let deadline = tokio::time::Instant::now() + self.raft.request_timeout();
-        self.raft.wait_applied(applied, deadline).await?;
+        self.raft.wait_applied(resp.index, deadline).await?;
         Ok(resp.members.into_iter().map(pb_member).collect())
     }
 
@@ -303,68 +302,62 @@ impl EtcdServer {
     /// Refreshes a lease on the leader's clock; returns its TTL. A follower asks the
     /// leader.
     pub async fn lease_keep_alive(&self, id: i64) -> Result<i64> {
-        let Some((leader, mut client)) = self.raft.remote_leader().await? else {
-            return self.leader_lease_keep_alive(id);
-        };
-        let mut req = tonic::Request::new(LeaseRequest {
-            header: self.raft.peers().header(leader),
-            id,
-        });
-        req.set_timeout(self.raft.request_timeout());
-        let resp = client
-            .lease_keep_alive(req)
+        self.lease_on_leader(LeaseCall::KeepAlive, id)
             .await
-            .map_err(|s| peer_status_error(&s))?
-            .into_inner();
-        peer_error(resp.error)?;
-        Ok(resp.ttl)
-    }
-
-    /// [`EtcdServer::lease_keep_alive`] on the leader.
-    pub fn leader_lease_keep_alive(&self, id: i64) -> Result<i64> {
-        if !self.is_leader() {
-            return Err(Error::NotLeader);
-        }
-        self.lessor.keep_alive(id)
+            .map(|(ttl, _)| ttl)
     }
 
     /// A lease's remaining and granted TTL on the leader's clock (`None`: unknown there).
     pub async fn lease_remaining(&self, id: i64) -> Result<Option<(i64, i64)>> {
-        let Some((leader, mut client)) = self.raft.remote_leader().await? else {
-            return match self.leader_lease_time_to_live(id) {
-                Ok(t) => Ok(Some(t)),
-                Err(Error::LeaseNotFound) => Ok(None),
-                Err(e) => Err(e),
-            };
-        };
-        let mut req = tonic::Request::new(LeaseRequest {
-            header: self.raft.peers().header(leader),
-            id,
-        });
-        req.set_timeout(self.raft.request_timeout());
-        let resp = client
-            .lease_time_to_live(req)
-            .await
-            .map_err(|s| peer_status_error(&s))?
-            .into_inner();
-        match peer_error(resp.error) {
-            Ok(()) => Ok(Some((resp.ttl, resp.granted_ttl))),
+        match self.lease_on_leader(LeaseCall::TimeToLive, id).await {
+            Ok(t) => Ok(Some(t)),
             Err(Error::LeaseNotFound) => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    /// [`EtcdServer::lease_remaining`] on the leader.
-    pub fn leader_lease_time_to_live(&self, id: i64) -> Result<(i64, i64)> {
+    /// `call` on the leader's lease clock: (TTL, granted TTL; 0 for a keep-alive).
+    async fn lease_on_leader(&self, call: LeaseCall, id: i64) -> Result<(i64, i64)> {
+        let Some((leader, mut client)) = self.raft.remote_leader().await? else {
+            return self.leader_lease(call, id);
+        };
+        let mut req = tonic::Request::new(LeaseRequest {
+            header: self.raft.peers().header(leader),
+            id,
+        });
+        req.set_timeout(self.raft.request_timeout());
+        let resp = match call {
+            LeaseCall::KeepAlive => client.lease_keep_alive(req).await,
+            LeaseCall::TimeToLive => client.lease_time_to_live(req).await,
+        };
+        let resp = resp.map_err(|s| peer_status_error(&s))?.into_inner();
+        peer_error(resp.error)?;
+        Ok((resp.ttl, resp.granted_ttl))
+    }
+
+    /// A lease call this member answers as the leader.
+    pub fn leader_lease(&self, call: LeaseCall, id: i64) -> Result<(i64, i64)> {
         if !self.is_leader() {
             return Err(Error::NotLeader);
         }
-        if let Some(t) = self.lessor.time_to_live(id) {
-            return Ok(t);
+        match call {
+            LeaseCall::KeepAlive => self.lessor.keep_alive(id).map(|ttl| (ttl, 0)),
+            LeaseCall::TimeToLive => {
+                if let Some(t) = self.lessor.time_to_live(id) {
+                    return Ok(t);
+                }
+                let info = self.store.lease(id).ok_or(Error::LeaseNotFound)?;
+                Ok((info.ttl, info.ttl))
+            }
         }
-        let info = self.store.lease(id).ok_or(Error::LeaseNotFound)?;
-        Ok((info.ttl, info.ttl))
     }
+}
+
+/// The lease requests only the leader answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseCall {
+    KeepAlive,
+    TimeToLive,
 }
 
 /// A member as etcd's API shows it.

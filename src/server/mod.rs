@@ -12,6 +12,7 @@ mod election;
 pub mod identity;
 mod lock;
 mod membership;
+pub use membership::LeaseCall;
 mod metrics;
 mod run;
 pub mod validate;
