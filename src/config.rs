@@ -306,7 +306,6 @@ impl Config {
             (c.enable_v2, "--enable-v2 (the v2 API)"),
             (c.proxy != "off", "--proxy (the v2 proxy)"),
             (c.force_new_cluster, "--force-new-cluster"),
-            (s.peer_auto_tls, "--peer-auto-tls"),
             (
                 !x.experimental_enable_v2v3.is_empty(),
                 "--experimental-enable-v2v3",
@@ -414,6 +413,13 @@ impl Config {
         };
         check_tls("", "client", &client_tls, &listen_client_urls)?;
         check_tls("peer-", "peer", &peer_tls, &listen_peer_urls)?;
+        if peer_tls.allowed_cn.is_some() && !peer_tls.client_cert_auth {
+            return Err(
+                "--peer-cert-allowed-cn needs --peer-client-cert-auth (peers must present a \
+                 certificate for its CommonName to be checked)"
+                    .into(),
+            );
+        }
         // etcd's warnings for TLS settings that an http URL does not use.
         if client_tls.auto_tls && client_tls.is_enabled() {
             warnings.push("ignoring client auto TLS since certs given".to_string());

@@ -11,8 +11,13 @@
 //!   the server; the same certificate and key, when given, are presented as the client
 //!   certificate, as etcd's peers do).
 //! * [`self_signed`]: etcd's `SelfCert` for `--auto-tls` / `--peer-auto-tls`.
+//! * [`peer_client_config`]: the same for dialing peers; with `--peer-auto-tls` and no
+//!   CA, peers' self-signed certificates are accepted unverified (`tls/verify.rs`), as
+//!   etcd's are.
 //! * [`incoming`] (`tls/accept.rs`): the accept loop that hands tonic handshaken connections,
-//!   with the client certificate's Common Name in each request's extensions.
+//!   with the client certificate's Common Name in each request's extensions (and, on the
+//!   peer port, refuses certificates without `--peer-cert-allowed-cn`).
+//! * [`PeerConnector`] (`tls/dial.rs`): how the peer transport dials https peer URLs.
 //! * [`common_name`]: the subject CN of a certificate, etcd's user name for
 //!   `--client-cert-auth`.
 //!
@@ -21,6 +26,8 @@
 
 mod accept;
 mod der;
+mod dial;
+mod verify;
 
 use std::fmt;
 use std::io::Write;
@@ -33,8 +40,9 @@ use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKey
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
-pub use accept::{incoming, TlsConn, TlsConnInfo, HANDSHAKE_TIMEOUT};
+pub use accept::{incoming, incoming_peers, TlsConn, TlsConnInfo, HANDSHAKE_TIMEOUT};
 pub use der::common_name;
+pub use dial::{PeerConnector, PeerStream};
 
 use crate::config::TlsConfig;
 
@@ -45,6 +53,15 @@ pub const ALPN_SERVER: [&[u8]; 2] = [b"h2", b"http/1.1"];
 /// The file names `--auto-tls` writes (etcd's).
 pub const SELF_CERT_FILE: &str = "cert.pem";
 pub const SELF_KEY_FILE: &str = "key.pem";
+
+/// The TLS of the peer port: what its listener serves, how peers are dialed, and the
+/// Common Name peers' certificates must carry (`--peer-cert-allowed-cn`).
+#[derive(Debug, Clone, Default)]
+pub struct PeerTls {
+    pub server: Option<Arc<ServerConfig>>,
+    pub client: Option<Arc<ClientConfig>>,
+    pub allowed_cn: Option<Arc<str>>,
+}
 
 /// Why TLS could not be set up; the message names the file or flag concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,8 +153,9 @@ fn required<'a>(file: &'a Option<PathBuf>, what: &str) -> Result<&'a Path> {
 /// `trusted_ca_file` (and is not revoked by `crl_file`). Without `client_cert_auth` no
 /// client certificate is asked for, even with a trusted CA (etcd's `ServerConfig`).
 ///
-/// `allowed_hostname`, `allowed_cn` and `skip_client_san_verification` are not
-/// enforced here; [`check_supported`] refuses them.
+/// `allowed_cn` is enforced by the accept loop ([`incoming_peers`]);
+/// `allowed_hostname` and `skip_client_san_verification` are not enforced, and
+/// [`check_supported`] refuses them.
 pub fn server_config(tls: &TlsConfig) -> Result<ServerConfig> {
     check_supported(tls)?;
     let certs = load_certs(required(&tls.cert_file, "certificate")?)?;
@@ -199,6 +217,38 @@ pub fn client_config(tls: &TlsConfig) -> Result<ClientConfig> {
     }
 }
 
+/// The dialing side of the peer TLS `tls`, ALPN `h2`: peers' certificates must chain to
+/// `trusted_ca_file`, or with `auto_tls` and no CA are taken unverified (etcd's peers
+/// skip verification of self-signed peers the same way). The member's own certificate
+/// is its client certificate.
+pub fn peer_client_config(tls: &TlsConfig) -> Result<ClientConfig> {
+    let mut config = if tls.trusted_ca_file.is_some() {
+        client_config(tls)?
+    } else if tls.auto_tls {
+        check_supported(tls)?;
+        let provider = provider();
+        let builder = ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError(format!("TLS versions: {e}")))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verify::AnyServerCert::new(provider)));
+        match (&tls.cert_file, &tls.key_file) {
+            (Some(cert), Some(key)) => builder
+                .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
+                .map_err(|e| TlsError(format!("{} and {}: {e}", cert.display(), key.display())))?,
+            _ => builder.with_no_client_auth(),
+        }
+    } else {
+        return Err(TlsError(
+            "https peer URLs need --peer-trusted-ca-file to verify the other members with \
+             (or --peer-auto-tls); mnemo does not trust the system's CAs for peers"
+                .to_string(),
+        ));
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
 /// Refuses the settings mnemo parses but does not enforce yet, rather than ignore them.
 pub fn check_supported(tls: &TlsConfig) -> Result<()> {
     let unsupported = [
@@ -206,7 +256,6 @@ pub fn check_supported(tls: &TlsConfig) -> Result<()> {
             tls.allowed_hostname.is_some(),
             "--client-cert-allowed-hostname / --peer-cert-allowed-hostname",
         ),
-        (tls.allowed_cn.is_some(), "--peer-cert-allowed-cn"),
         (
             tls.skip_client_san_verification,
             "--experimental-peer-skip-client-san-verification",

@@ -6,87 +6,22 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::certs::{Ca, Issued};
 use common::MnemoProcess;
 use mnemo_proto::etcdserverpb::auth_client::AuthClient;
 use mnemo_proto::etcdserverpb::kv_client::KvClient;
 use mnemo_proto::etcdserverpb::{
     AuthEnableRequest, AuthUserAddRequest, AuthUserGrantRoleRequest, PutRequest, RangeRequest,
 };
-use rcgen::{CertificateParams, DnType, IsCa, KeyPair};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::Code;
 
 /// How long a test waits for the server's "ready" log line.
 const READY: Duration = Duration::from_secs(30);
-
-/// A CA that signs certificates into files of a directory.
-struct Ca {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-    dir: PathBuf,
-    name: String,
-}
-
-impl Ca {
-    fn new(dir: &Path, name: &str) -> Ca {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        let cert = params.self_signed(&key).unwrap();
-        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
-        Ca {
-            cert,
-            key,
-            dir: dir.to_path_buf(),
-            name: name.to_string(),
-        }
-    }
-
-    fn file(&self) -> PathBuf {
-        self.dir.join(format!("{}.pem", self.name))
-    }
-
-    fn pem(&self) -> String {
-        self.cert.pem()
-    }
-
-    /// A certificate with subject CN `cn` (and SANs 127.0.0.1, localhost), written to
-    /// `<file>.pem` and `<file>-key.pem`.
-    fn issue(&self, file: &str, cn: &str) -> Issued {
-        let key = KeyPair::generate().unwrap();
-        let mut params =
-            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
-        params.distinguished_name.push(DnType::CommonName, cn);
-        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
-        let issued = Issued {
-            cert: self.dir.join(format!("{file}.pem")),
-            key: self.dir.join(format!("{file}-key.pem")),
-        };
-        std::fs::write(&issued.cert, cert.pem()).unwrap();
-        std::fs::write(&issued.key, key.serialize_pem()).unwrap();
-        issued
-    }
-}
-
-struct Issued {
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-impl Issued {
-    fn identity(&self) -> Identity {
-        Identity::from_pem(
-            std::fs::read(&self.cert).unwrap(),
-            std::fs::read(&self.key).unwrap(),
-        )
-    }
-}
 
 /// A member serving `https://127.0.0.1:<client port>` with `server` and `extra` flags.
 fn start_tls(server: Option<&Issued>, extra: &[String]) -> (MnemoProcess, String) {

@@ -197,6 +197,16 @@ fn https_needs_a_certificate() {
          https://127.0.0.1:1 with HTTPS scheme"
     );
     assert!(invalid(&["--peer-cert-file=c.pem"]).contains("--peer-key-file"));
+    assert!(invalid(&["--peer-cert-allowed-cn=peer"]).contains("--peer-client-cert-auth"));
+    let c = parse(&["--peer-cert-allowed-cn=peer", "--peer-client-cert-auth"]).unwrap();
+    assert_eq!(c.peer_tls.allowed_cn.as_deref(), Some("peer"));
+    let c = parse(&[
+        "--listen-peer-urls=https://127.0.0.1:2",
+        "--initial-advertise-peer-urls=https://127.0.0.1:2",
+        "--peer-auto-tls",
+    ])
+    .unwrap();
+    assert!(c.peer_tls.auto_tls && c.listen_peer_urls[0].is_tls());
     let c = parse(&[
         "--listen-client-urls=https://127.0.0.1:1",
         "--advertise-client-urls=https://127.0.0.1:1",
@@ -358,7 +368,6 @@ fn unsupported_and_ignored_flags() {
         (&["--force-new-cluster"], "--force-new-cluster"),
         (&["--discovery=https://d/x"], "--discovery"),
         (&["--proxy=on"], "--proxy"),
-        (&["--peer-auto-tls"], "--peer-auto-tls"),
     ] {
         let msg = invalid(args);
         assert!(

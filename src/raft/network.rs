@@ -7,6 +7,9 @@
 //! and reconnects by itself. Every RPC
 //! has a deadline: raft's (from the heartbeat interval and election timeout, given by
 //! openraft in [`RPCOption`]) or the caller's.
+//!
+//! An https peer URL is dialed over TLS with the member's peer client configuration
+//! ([`crate::tls::peer_client_config`], through [`crate::tls::PeerConnector`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -39,6 +42,8 @@ pub struct Peers {
     pub member_id: u64,
     /// How long raft waits before it tries an unreachable peer again.
     pub retry: Duration,
+    /// How https peer URLs are dialed; `None`: they cannot be.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     channels: Arc<Mutex<HashMap<(String, Lane), Channel>>>,
 }
 
@@ -57,6 +62,7 @@ impl Peers {
             cluster_id,
             member_id,
             retry: Duration::from_millis(100),
+            tls: None,
             channels: Arc::default(),
         }
     }
@@ -82,13 +88,7 @@ impl Peers {
             match channels.get(&(url.to_string(), lane)) {
                 Some(c) => c.clone(),
                 None => {
-                    let c = Endpoint::from_shared(url.to_string())
-                        .map_err(|e| format!("peer URL {url:?}: {e}"))?
-                        .connect_timeout(CONNECT_TIMEOUT)
-                        .tcp_nodelay(true)
-                        .http2_keep_alive_interval(Duration::from_secs(5))
-                        .keep_alive_timeout(Duration::from_secs(5))
-                        .connect_lazy();
+                    let c = self.connect_lazy(url)?;
                     channels.insert((url.to_string(), lane), c.clone());
                     c
                 }
@@ -97,6 +97,32 @@ impl Peers {
         Ok(PeerRpcClient::new(channel)
             .max_decoding_message_size(MAX_PEER_MESSAGE)
             .max_encoding_message_size(MAX_PEER_MESSAGE))
+    }
+
+    /// A channel to `url` that connects on first use (over TLS for https).
+    fn connect_lazy(&self, url: &str) -> Result<Channel, String> {
+        let endpoint = |url: String| {
+            Endpoint::from_shared(url.clone())
+                .map(|e| {
+                    e.connect_timeout(CONNECT_TIMEOUT)
+                        .tcp_nodelay(true)
+                        .http2_keep_alive_interval(Duration::from_secs(5))
+                        .keep_alive_timeout(Duration::from_secs(5))
+                })
+                .map_err(|e| format!("peer URL {url:?}: {e}"))
+        };
+        if !url.starts_with("https://") {
+            return Ok(endpoint(url.to_string())?.connect_lazy());
+        }
+        let tls = self.tls.clone().ok_or_else(|| {
+            format!(
+                "peer URL {url}: https needs peer TLS (--peer-cert-file, --peer-key-file \
+                 and --peer-trusted-ca-file, or --peer-auto-tls)"
+            )
+        })?;
+        let (connector, plain) =
+            crate::tls::PeerConnector::new(tls, url).map_err(|e| e.to_string())?;
+        Ok(endpoint(plain)?.connect_with_connector_lazy(connector))
     }
 
     /// A client of `member`'s peer service (its first peer URL), on the forwarding lane.

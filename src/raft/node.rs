@@ -67,6 +67,8 @@ pub struct RaftOptions {
     pub new_cluster: bool,
     pub wal: WalOptions,
     pub durability: DurabilityPolicy,
+    /// How https peer URLs are dialed (`--peer-*` TLS flags); `None`: they cannot be.
+    pub peer_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl RaftOptions {
@@ -85,6 +87,7 @@ impl RaftOptions {
             new_cluster: true,
             wal: WalOptions::default(),
             durability: DurabilityPolicy::default(),
+            peer_tls: None,
         }
     }
 
@@ -317,6 +320,7 @@ impl<S: ApplyStore> RaftNode<S> {
         let mut sm = sm.with_forwarded(forwarded.clone());
         let mut peers = Peers::new(opts.cluster_id, opts.node_id);
         peers.retry = Duration::from_millis(opts.heartbeat_ms.max(1));
+        peers.tls = opts.peer_tls.clone();
         let log_state = log
             .get_log_state()
             .await

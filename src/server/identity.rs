@@ -100,9 +100,11 @@ pub fn write(member_dir: &Path, id: &Identity) -> Result<()> {
 pub async fn fetch_from_peers(
     peer_urls: &[String],
     own_peer_urls: &[String],
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     patience: Duration,
 ) -> Result<Identity> {
-    let peers = Peers::new(0, 0);
+    let mut peers = Peers::new(0, 0);
+    peers.tls = tls;
     let deadline = tokio::time::Instant::now() + patience;
     let mut last_error = String::from("no peer URLs to ask");
     loop {

@@ -91,6 +91,8 @@ pub struct ServerOptions {
     /// `--client-cert-auth`: a request without a token is the user its client
     /// certificate's Common Name names.
     pub client_cert_auth: bool,
+    /// TLS on the peer URLs.
+    pub peer_tls: crate::tls::PeerTls,
 }
 
 /// A running member.

@@ -53,7 +53,8 @@ impl DirLock {
 pub async fn run(config: Config) -> Result<()> {
     let signal = shutdown_signal()?;
     let listeners = client_listeners(&config)?;
-    serve(ServerOptions::from_config(&config), listeners, signal).await
+    let options = ServerOptions::from_config(&config).with_peer_tls(&config)?;
+    serve(options, listeners, signal).await
 }
 
 /// One `--listen-client-urls` entry: where to bind, and for an https URL the TLS it
@@ -99,6 +100,43 @@ impl From<SocketAddr> for ClientListener {
 }
 
 impl ServerOptions {
+    /// The peer TLS of `config`, loaded (or, for `--peer-auto-tls` without a
+    /// certificate, generated under `<data-dir>/fixtures/peer` as etcd does). The
+    /// listener serves TLS when a `--listen-peer-urls` entry is https; the dialer is set
+    /// up when any peer URL this member knows is https.
+    pub fn with_peer_tls(mut self, config: &Config) -> Result<ServerOptions> {
+        let listen_tls = config.listen_peer_urls.iter().any(|u| u.is_tls());
+        let dial_tls = config
+            .initial_cluster
+            .iter()
+            .flat_map(|m| m.peer_urls.iter())
+            .chain(config.initial_advertise_peer_urls.iter())
+            .any(|u| u.is_tls());
+        if !listen_tls && !dial_tls {
+            return Ok(self);
+        }
+        let mut tls = config.peer_tls.clone();
+        if !tls.is_enabled() && tls.auto_tls {
+            let hosts: Vec<String> = config
+                .listen_peer_urls
+                .iter()
+                .chain(config.initial_advertise_peer_urls.iter())
+                .map(|u| u.host().to_string())
+                .collect();
+            let dir = config.data_dir.join("fixtures").join("peer");
+            tls = crate::tls::self_signed(&dir, &hosts, &tls)?;
+            tracing::info!(dir = %dir.display(), "peer TLS: using a self-signed certificate (--peer-auto-tls)");
+        }
+        if listen_tls {
+            self.peer_tls.server = Some(Arc::new(crate::tls::server_config(&tls)?));
+        }
+        if tls.is_enabled() || tls.trusted_ca_file.is_some() {
+            self.peer_tls.client = Some(Arc::new(crate::tls::peer_client_config(&tls)?));
+        }
+        self.peer_tls.allowed_cn = tls.allowed_cn.as_deref().map(Arc::from);
+        Ok(self)
+    }
+
     /// What the server takes from a configuration.
     pub fn from_config(config: &Config) -> ServerOptions {
         let local = config.local_member();
@@ -151,6 +189,7 @@ impl ServerOptions {
             bcrypt_cost: config.bcrypt_cost,
             auth_token_ttl: config.auth_token_ttl,
             client_cert_auth: config.client_tls.client_cert_auth,
+            peer_tls: crate::tls::PeerTls::default(),
         }
     }
 }
@@ -262,6 +301,7 @@ pub async fn serve(
     raft_options.initial_members = options.initial_members.clone();
     raft_options.new_cluster = options.new_cluster;
     raft_options.wal.force_pwrite = options.wal_force_pwrite;
+    raft_options.peer_tls = options.peer_tls.client.clone();
     let raft = RaftNode::start(raft_options, store.clone(), on_applied).await?;
     let io_path = raft.io_path();
     let server = Arc::new(EtcdServer::new(options, store, raft, hub, lessor));
@@ -275,14 +315,22 @@ pub async fn serve(
         }
         .into_server();
         let mut stop = stop_rx.clone();
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        let tls = server.options.peer_tls.clone();
         peer_tasks.push(tokio::spawn(async move {
-            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-            tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming_shutdown(incoming, async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
-                .await
+            let router = tonic::transport::Server::builder().add_service(service);
+            match tls.server {
+                Some(config) => {
+                    let incoming = crate::tls::incoming_peers(listener, config, tls.allowed_cn);
+                    router.serve_with_incoming_shutdown(incoming, stopped).await
+                }
+                None => {
+                    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+                    router.serve_with_incoming_shutdown(incoming, stopped).await
+                }
+            }
         }));
     }
 
@@ -413,7 +461,7 @@ async fn resolve_identity(options: &ServerOptions) -> Result<Identity> {
             .cloned()
             .collect();
         let patience = std::time::Duration::from_millis(options.election_timeout_ms * 10);
-        identity::fetch_from_peers(&others, own, patience).await?
+        identity::fetch_from_peers(&others, own, options.peer_tls.client.clone(), patience).await?
     };
     identity::write(dir, &id)?;
     Ok(id)

@@ -58,14 +58,31 @@ pub fn incoming(
     listener: TcpListener,
     config: Arc<ServerConfig>,
 ) -> ReceiverStream<io::Result<TlsConn>> {
+    incoming_peers(listener, config, None)
+}
+
+/// [`incoming`] for the peer port: with `allowed_cn` (`--peer-cert-allowed-cn`), a
+/// connection whose client certificate does not carry that Common Name is closed after
+/// the handshake, with a log line.
+pub fn incoming_peers(
+    listener: TcpListener,
+    config: Arc<ServerConfig>,
+    allowed_cn: Option<Arc<str>>,
+) -> ReceiverStream<io::Result<TlsConn>> {
     let (tx, rx) = mpsc::channel(READY_QUEUE);
-    tokio::spawn(accept_loop(listener, TlsAcceptor::from(config), tx));
+    tokio::spawn(accept_loop(
+        listener,
+        TlsAcceptor::from(config),
+        allowed_cn,
+        tx,
+    ));
     ReceiverStream::new(rx)
 }
 
 async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
+    allowed_cn: Option<Arc<str>>,
     tx: mpsc::Sender<io::Result<TlsConn>>,
 ) {
     loop {
@@ -86,6 +103,7 @@ async fn accept_loop(
             tracing::debug!(remote = %remote_addr, error = %e, "TCP_NODELAY");
         }
         let acceptor = acceptor.clone();
+        let allowed_cn = allowed_cn.clone();
         let tx = tx.clone();
         tokio::spawn(async move {
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -106,6 +124,17 @@ async fn accept_loop(
                 .peer_certificates()
                 .and_then(|chain| chain.first())
                 .map(|leaf| Arc::from(super::common_name(leaf).unwrap_or_default()));
+            if let Some(allowed) = &allowed_cn {
+                if common_name.as_deref() != Some(&**allowed) {
+                    tracing::warn!(
+                        remote = %remote_addr,
+                        common_name = common_name.as_deref().unwrap_or("(no certificate)"),
+                        allowed = &**allowed,
+                        "rejected connection: the certificate's CommonName is not allowed"
+                    );
+                    return;
+                }
+            }
             let info = TlsConnInfo {
                 remote_addr,
                 common_name,

@@ -185,3 +185,28 @@ fn self_signed_writes_private_files_and_reuses_them() {
         "a second start reuses the files"
     );
 }
+
+#[test]
+fn peer_client_config_needs_a_ca_or_auto_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = write_ca_and_leaf(dir.path(), "peer");
+    let verified = peer_client_config(&tls).unwrap();
+    assert_eq!(verified.alpn_protocols, vec![b"h2".to_vec()]);
+    assert!(verified.client_auth_cert_resolver.has_certs());
+
+    let no_ca = TlsConfig {
+        trusted_ca_file: None,
+        ..tls.clone()
+    };
+    let err = peer_client_config(&no_ca).unwrap_err();
+    assert!(err.0.contains("--peer-trusted-ca-file"), "{err}");
+
+    // Self-signed peers: no CA, the member's own certificate still presented.
+    let auto = TlsConfig {
+        auto_tls: true,
+        ..no_ca
+    };
+    let unverified = peer_client_config(&auto).unwrap();
+    assert_eq!(unverified.alpn_protocols, vec![b"h2".to_vec()]);
+    assert!(unverified.client_auth_cert_resolver.has_certs());
+}

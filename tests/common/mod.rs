@@ -17,6 +17,7 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod certs;
 pub mod history;
 pub mod linearizability;
 pub mod proxy;
@@ -82,6 +83,8 @@ pub struct MemberAddrs {
     pub name: String,
     pub client_port: u16,
     pub peer_port: u16,
+    /// The peer URL is https.
+    pub peer_tls: bool,
 }
 
 impl MemberAddrs {
@@ -90,6 +93,15 @@ impl MemberAddrs {
             name: name.to_string(),
             client_port: free_port(),
             peer_port: free_port(),
+            peer_tls: false,
+        }
+    }
+
+    /// A member whose peer URL is https.
+    pub fn with_peer_tls(name: &str) -> MemberAddrs {
+        MemberAddrs {
+            peer_tls: true,
+            ..MemberAddrs::new(name)
         }
     }
 
@@ -98,7 +110,8 @@ impl MemberAddrs {
     }
 
     pub fn peer_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.peer_port)
+        let scheme = if self.peer_tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.peer_port)
     }
 }
 
@@ -503,21 +516,32 @@ impl MnemoCluster {
         let addrs: Vec<MemberAddrs> = (1..=n)
             .map(|i| MemberAddrs::new(&format!("m{i}")))
             .collect();
+        let mut cluster =
+            MnemoCluster::spawn(addrs, |_| args.iter().map(|a| a.to_string()).collect());
+        for m in &mut cluster.members {
+            m.wait_ready();
+        }
+        cluster
+    }
+
+    /// Starts the members `addrs` describe, member `i` with `args(i)`, without waiting.
+    pub fn spawn(addrs: Vec<MemberAddrs>, args: impl Fn(usize) -> Vec<String>) -> MnemoCluster {
         let initial_cluster = addrs
             .iter()
             .map(|a| format!("{}={}", a.name, a.peer_url()))
             .collect::<Vec<_>>()
             .join(",");
         let token = format!("--initial-cluster-token=mnemo-test-{}", free_port());
-        let mut member_args: Vec<&str> = vec![token.as_str()];
-        member_args.extend_from_slice(args);
-        let mut members: Vec<MnemoProcess> = addrs
+        let members = addrs
             .into_iter()
-            .map(|a| MnemoProcess::spawn_member(a, initial_cluster.clone(), &member_args, &[]))
+            .enumerate()
+            .map(|(i, a)| {
+                let mut member_args = vec![token.clone()];
+                member_args.extend(args(i));
+                let member_args: Vec<&str> = member_args.iter().map(String::as_str).collect();
+                MnemoProcess::spawn_member(a, initial_cluster.clone(), &member_args, &[])
+            })
             .collect();
-        for m in &mut members {
-            m.wait_ready();
-        }
         MnemoCluster { members }
     }
 
