@@ -3,6 +3,10 @@
 //! * `mvcc_apply/put_batch_1000`: one apply batch of 1,000 puts (40-byte keys, 256-byte
 //!   values) over a store of 100k keys, committed `Deferred` (the raft WAL is the
 //!   durability point).
+//! * `mvcc_apply/hot_key_put`: one apply batch of a single put to a key that already has
+//!   100,000 kept revisions (etcd's benchmark with its default key space of 1, or a
+//!   lock or counter key between compactions).
+//! * `mvcc_apply/one_put`: the same for a key with one revision, the baseline.
 //! * `mvcc_range/get`: a single-key range at the current revision.
 //! * `mvcc_range/prefix_100`: a 100-key prefix range.
 //! * `mvcc_range/get_past_revision`: a single key read at an old revision.
@@ -69,6 +73,32 @@ fn bench(c: &mut Criterion) {
                 a.apply(&put(key(next % PRELOAD)));
                 next += 7919;
             }
+            black_box(a.commit(Durability::Deferred).expect("commit"));
+        })
+    });
+    g.throughput(Throughput::Elements(1));
+    let hot = b"/registry/leases/kube-system/hot".to_vec();
+    let mut i = 0;
+    while i < PRELOAD {
+        let mut a = store.begin_apply().expect("begin_apply");
+        for _ in 0..10_000 {
+            a.apply(&put(hot.clone()));
+        }
+        a.commit(Durability::Deferred).expect("commit");
+        i += 10_000;
+    }
+    g.bench_function("one_put", |b| {
+        b.iter(|| {
+            let mut a = store.begin_apply().expect("begin_apply");
+            a.apply(&put(key(PRELOAD + next)));
+            next += 1;
+            black_box(a.commit(Durability::Deferred).expect("commit"));
+        })
+    });
+    g.bench_function("hot_key_put", |b| {
+        b.iter(|| {
+            let mut a = store.begin_apply().expect("begin_apply");
+            a.apply(&put(hot.clone()));
             black_box(a.commit(Durability::Deferred).expect("commit"));
         })
     });

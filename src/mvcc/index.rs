@@ -21,6 +21,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::sync::Arc;
 
 use super::revision::Revision;
 
@@ -38,49 +39,136 @@ impl IndexRev {
     }
 }
 
+/// Revisions per shared chunk of a long history.
+const CHUNK: usize = 128;
+
 /// A key's kept revisions, ascending. Most keys have exactly one, held inline so the
 /// index needs no allocation for them beyond the key.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// A longer history is kept in chunks of [`CHUNK`] revisions shared between copies, then
+/// the newest ones: applying a write copies the key's entry into the batch's layer, and
+/// for a key written over and over (a hot key, a lock, a counter) a flat copy would cost
+/// its whole history on every write. A copy costs one pointer per chunk instead.
+#[derive(Debug, Clone, Default)]
 pub enum RevList {
     #[default]
     Empty,
     One(IndexRev),
-    Many(Vec<IndexRev>),
+    Many(Box<Chunked>),
 }
 
+/// The revisions of a [`RevList::Many`]: full chunks (never empty), then the rest.
+#[derive(Debug, Clone, Default)]
+pub struct Chunked {
+    sealed: Vec<Arc<[IndexRev]>>,
+    tail: Vec<IndexRev>,
+}
+
+impl PartialEq for RevList {
+    fn eq(&self, other: &RevList) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for RevList {}
+
 impl RevList {
-    pub fn as_slice(&self) -> &[IndexRev] {
+    fn from_vec(mut v: Vec<IndexRev>) -> RevList {
+        match v.len() {
+            0 => RevList::Empty,
+            1 => RevList::One(v[0]),
+            _ => {
+                let full = v.len() / CHUNK * CHUNK;
+                let tail = v.split_off(full);
+                let sealed = v.chunks(CHUNK).map(Arc::from).collect();
+                RevList::Many(Box::new(Chunked { sealed, tail }))
+            }
+        }
+    }
+
+    /// Every revision, ascending.
+    pub fn iter(&self) -> impl Iterator<Item = IndexRev> + '_ {
+        let (sealed, tail): (&[Arc<[IndexRev]>], &[IndexRev]) = match self {
+            RevList::Empty => (&[], &[]),
+            RevList::One(r) => (&[], std::slice::from_ref(r)),
+            RevList::Many(c) => (&c.sealed, &c.tail),
+        };
+        sealed
+            .iter()
+            .flat_map(|chunk| chunk.iter())
+            .chain(tail)
+            .copied()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        matches!(self, RevList::Empty)
+    }
+
+    pub fn last(&self) -> Option<IndexRev> {
         match self {
-            RevList::Empty => &[],
-            RevList::One(r) => std::slice::from_ref(r),
-            RevList::Many(v) => v,
+            RevList::Empty => None,
+            RevList::One(r) => Some(*r),
+            RevList::Many(c) => c
+                .tail
+                .last()
+                .or_else(|| c.sealed.last().and_then(|chunk| chunk.last()))
+                .copied(),
+        }
+    }
+
+    /// The last revision for which `pred` holds, where `pred` holds for a prefix of the
+    /// list (a binary search), and how many revisions that prefix has.
+    fn last_where(&self, pred: impl Fn(&IndexRev) -> bool) -> (Option<IndexRev>, usize) {
+        match self {
+            RevList::Empty => (None, 0),
+            RevList::One(r) => match pred(r) {
+                true => (Some(*r), 1),
+                false => (None, 0),
+            },
+            RevList::Many(c) => {
+                // Chunks wholly inside the prefix, then the one (or the tail) it ends in.
+                let full = c
+                    .sealed
+                    .partition_point(|chunk| chunk.last().is_some_and(&pred));
+                let before: usize = c.sealed[..full].iter().map(|chunk| chunk.len()).sum();
+                let slice: &[IndexRev] = c.sealed.get(full).map_or(&c.tail, |chunk| chunk);
+                let n = slice.partition_point(&pred);
+                let last = match n {
+                    0 => full
+                        .checked_sub(1)
+                        .and_then(|i| c.sealed[i].last().copied()),
+                    n => Some(slice[n - 1]),
+                };
+                (last, before + n)
+            }
         }
     }
 
     pub fn push(&mut self, r: IndexRev) {
-        *self = match std::mem::take(self) {
-            RevList::Empty => RevList::One(r),
-            RevList::One(a) => RevList::Many(vec![a, r]),
-            RevList::Many(mut v) => {
-                v.push(r);
-                RevList::Many(v)
+        match self {
+            RevList::Empty => *self = RevList::One(r),
+            RevList::One(a) => {
+                let tail = vec![*a, r];
+                *self = RevList::Many(Box::new(Chunked {
+                    sealed: Vec::new(),
+                    tail,
+                }));
             }
-        };
+            RevList::Many(c) => {
+                c.tail.push(r);
+                if c.tail.len() == CHUNK {
+                    let chunk = Arc::from(std::mem::take(&mut c.tail));
+                    c.sealed.push(chunk);
+                }
+            }
+        }
     }
 
     /// Removes the first `n` revisions, appending them to `out`.
     fn remove_front(&mut self, n: usize, out: &mut Vec<Revision>) {
-        let mut v = match std::mem::take(self) {
-            RevList::Empty => Vec::new(),
-            RevList::One(r) => vec![r],
-            RevList::Many(v) => v,
-        };
+        let mut v: Vec<IndexRev> = self.iter().collect();
         out.extend(v.drain(..n.min(v.len())).map(|r| r.revision()));
-        *self = match v.len() {
-            0 => RevList::Empty,
-            1 => RevList::One(v[0]),
-            _ => RevList::Many(v),
-        };
+        *self = RevList::from_vec(v);
     }
 }
 
@@ -97,33 +185,34 @@ pub struct KeyEntry {
 
 impl KeyEntry {
     /// Kept revisions, ascending.
-    pub fn revs(&self) -> &[IndexRev] {
-        self.revs.as_slice()
+    pub fn revs(&self) -> impl Iterator<Item = IndexRev> + '_ {
+        self.revs.iter()
+    }
+
+    /// Whether no revision is kept (the key is not in the index).
+    pub fn is_empty(&self) -> bool {
+        self.revs.is_empty()
     }
 
     /// The put visible at `rev` (the newest revision with main <= rev, if not a tombstone).
     pub fn at(&self, rev: i64) -> Option<IndexRev> {
-        let revs = self.revs();
-        let n = revs.partition_point(|r| r.main <= rev);
-        let r = *revs.get(n.checked_sub(1)?)?;
-        (!r.tombstone).then_some(r)
+        let (r, _) = self.revs.last_where(|r| r.main <= rev);
+        r.filter(|r| !r.tombstone)
     }
 
     /// The live value's revision, if the key exists now.
     pub fn live(&self) -> Option<IndexRev> {
-        self.revs().last().copied().filter(|r| !r.tombstone)
+        self.revs.last().filter(|r| !r.tombstone)
     }
 
     /// The newest revision strictly before `rev` (for an event's previous value).
     pub fn before(&self, rev: Revision) -> Option<IndexRev> {
-        let revs = self.revs();
-        let n = revs.partition_point(|r| r.revision() < rev);
-        revs.get(n.checked_sub(1)?).copied()
+        self.revs.last_where(|r| r.revision() < rev).0
     }
 
     /// Records a put at `rev` and returns the new (create_revision, version).
     pub fn put(&mut self, rev: Revision, lease: i64) -> (i64, i64) {
-        debug_assert!(self.revs().last().is_none_or(|l| l.revision() < rev));
+        debug_assert!(self.revs.last().is_none_or(|l| l.revision() < rev));
         if self.live().is_some() {
             self.version += 1;
         } else {
@@ -137,7 +226,7 @@ impl KeyEntry {
 
     /// Records a delete at `rev`.
     pub fn delete(&mut self, rev: Revision) {
-        debug_assert!(self.revs().last().is_none_or(|l| l.revision() < rev));
+        debug_assert!(self.revs.last().is_none_or(|l| l.revision() < rev));
         self.revs.push(index_rev(rev, true));
         self.create = 0;
         self.version = 0;
@@ -146,10 +235,9 @@ impl KeyEntry {
 
     /// Whether compacting at `at` would drop anything.
     pub fn needs_compaction(&self, at: i64) -> bool {
-        let revs = self.revs();
-        match revs.partition_point(|r| r.main <= at) {
-            0 => false,
-            1 => revs[0].tombstone,
+        match self.revs.last_where(|r| r.main <= at) {
+            (_, 0) => false,
+            (Some(only), 1) => only.tombstone,
             _ => true,
         }
     }
@@ -157,12 +245,10 @@ impl KeyEntry {
     /// Drops what compaction at `at` no longer needs (see the module example), appending
     /// the dropped revisions to `dropped`.
     pub fn compact(&mut self, at: i64, dropped: &mut Vec<Revision>) {
-        let revs = self.revs();
-        let n = revs.partition_point(|r| r.main <= at);
-        if n == 0 {
+        let (Some(newest), n) = self.revs.last_where(|r| r.main <= at) else {
             return;
-        }
-        let keep_from = if revs[n - 1].tombstone { n } else { n - 1 };
+        };
+        let keep_from = if newest.tombstone { n } else { n - 1 };
         if keep_from > 0 {
             self.revs.remove_front(keep_from, dropped);
         }
@@ -266,7 +352,7 @@ impl KeyIndex {
 
     /// Replaces a key's entry (dropping the key when the entry is empty). Returns the old one.
     pub fn insert(&mut self, key: &[u8], entry: KeyEntry) -> Option<KeyEntry> {
-        if entry.revs().is_empty() {
+        if entry.is_empty() {
             self.map.remove(key)
         } else if let Some(slot) = self.map.get_mut(key) {
             Some(std::mem::replace(slot, entry))
@@ -280,7 +366,7 @@ impl KeyIndex {
         let mut dropped = Vec::new();
         self.map.retain(|_, e| {
             e.compact(at, &mut dropped);
-            !e.revs().is_empty()
+            !e.is_empty()
         });
         dropped.sort_unstable();
         dropped
@@ -474,13 +560,10 @@ mod tests {
         let mut d = Vec::new();
         e.compact(4, &mut d);
         assert_eq!(d, vec![r(2, 0)]);
-        assert_eq!(
-            e.revs().iter().map(|x| x.main).collect::<Vec<_>>(),
-            [3, 5, 7]
-        );
+        assert_eq!(e.revs().map(|x| x.main).collect::<Vec<_>>(), [3, 5, 7]);
         e.compact(5, &mut d);
         assert_eq!(d, vec![r(2, 0), r(3, 0), r(5, 0)]);
-        assert_eq!(e.revs().iter().map(|x| x.main).collect::<Vec<_>>(), [7]);
+        assert_eq!(e.revs().map(|x| x.main).collect::<Vec<_>>(), [7]);
         // Compacting again, or below, changes nothing.
         assert!(!e.needs_compaction(6));
         e.compact(6, &mut d);
@@ -491,7 +574,7 @@ mod tests {
         g.put(r(2, 0), 0);
         g.delete(r(3, 0));
         g.compact(3, &mut d);
-        assert!(g.revs().is_empty());
+        assert!(g.is_empty());
     }
 
     #[test]
@@ -581,7 +664,7 @@ mod tests {
         for ((k1, e1), (k2, e2)) in applied.iter().zip(loaded.iter()) {
             assert_eq!((k1, e1), (k2, e2));
         }
-        assert_eq!(std::mem::size_of::<KeyEntry>(), 48);
+        assert_eq!(std::mem::size_of::<KeyEntry>(), 40);
     }
 
     #[test]
@@ -594,5 +677,66 @@ mod tests {
         assert_eq!(d, vec![r(2, 0), r(3, 0)]);
         assert_eq!(ix.len(), 1);
         assert!(ix.get(b"y").is_some());
+    }
+
+    /// The chunked revision list answers like a flat vector of the same revisions,
+    /// across chunk boundaries, copies and compactions.
+    #[test]
+    fn chunked_history_matches_a_flat_list() {
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, TestRunner};
+        let mut runner = TestRunner::new(Config {
+            cases: 64,
+            ..Config::default()
+        });
+        let ops = proptest::collection::vec((1u8..20, any::<bool>(), 0u8..8), 1..700);
+        runner
+            .run(&ops, |ops| {
+                let mut entry = KeyEntry::default();
+                let mut flat: Vec<IndexRev> = Vec::new();
+                let mut main = 1;
+                let mut copies = Vec::new();
+                for (step, tombstone, action) in ops {
+                    main += i64::from(step);
+                    let rev = Revision::new(main, 0);
+                    if tombstone {
+                        entry.delete(rev);
+                    } else {
+                        entry.put(rev, 0);
+                    }
+                    flat.push(index_rev(rev, tombstone));
+                    if action == 0 {
+                        // Compact somewhere in the kept history, as the flat rules say.
+                        let at = flat[flat.len() / 2].main;
+                        let n = flat.partition_point(|r| r.main <= at);
+                        let keep_from = if flat[n - 1].tombstone { n } else { n - 1 };
+                        let expected: Vec<Revision> =
+                            flat.drain(..keep_from).map(|r| r.revision()).collect();
+                        let mut dropped = Vec::new();
+                        prop_assert_eq!(entry.needs_compaction(at), keep_from > 0);
+                        entry.compact(at, &mut dropped);
+                        prop_assert_eq!(dropped, expected);
+                    }
+                    if action == 1 {
+                        copies.push((entry.clone(), flat.clone()));
+                    }
+                }
+                copies.push((entry, flat));
+                for (entry, flat) in &copies {
+                    prop_assert_eq!(entry.revs().collect::<Vec<_>>(), flat.clone());
+                    prop_assert_eq!(entry.live(), flat.last().copied().filter(|r| !r.tombstone));
+                    let last = flat.last().map_or(0, |r| r.main);
+                    for probe in 0..=last + 1 {
+                        let n = flat.partition_point(|r| r.main <= probe);
+                        let at = n.checked_sub(1).map(|i| flat[i]).filter(|r| !r.tombstone);
+                        prop_assert_eq!(entry.at(probe), at);
+                        let rev = Revision::new(probe, 0);
+                        let n = flat.partition_point(|r| r.revision() < rev);
+                        prop_assert_eq!(entry.before(rev), n.checked_sub(1).map(|i| flat[i]));
+                    }
+                }
+                Ok(())
+            })
+            .unwrap();
     }
 }
