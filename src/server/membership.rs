@@ -51,6 +51,10 @@ impl EtcdServer {
 
     /// A membership change done by the leader.
     pub async fn leader_change_members(&self, change: Change) -> Result<Vec<PbMember>> {
+        // One change at a time, each checked against the membership the previous one
+        // left: openraft refuses (and logs as an error) a change while another is in
+        // flight, which the members of a new cluster publishing at once would hit.
+        let _one_at_a_time = self.membership_changes.lock().await;
         let raft = self.raft.raft();
         let status = self.raft.status();
         if status.leader != Some(self.options.member_id) {

@@ -109,6 +109,8 @@ pub struct EtcdServer {
     lease_ids: LeaseIdGenerator,
     /// Woken when this member sees itself removed from the cluster: it stops.
     pub removed: tokio::sync::Notify,
+    /// Held by the leader while it makes a membership change.
+    membership_changes: tokio::sync::Mutex<()>,
 }
 
 impl EtcdServer {
@@ -131,6 +133,7 @@ impl EtcdServer {
             tokens,
             lease_ids,
             removed: tokio::sync::Notify::new(),
+            membership_changes: tokio::sync::Mutex::new(()),
         }
     }
 
