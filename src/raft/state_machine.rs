@@ -415,14 +415,24 @@ impl<S: ApplyStore> RaftStateMachine<TypeConfig> for StateMachine<S> {
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<u64>> {
-        let Some((meta, path)) = self.snaps.current().map_err(snap_err)? else {
-            return Ok(None);
-        };
-        let file = tokio::fs::File::open(&path).await.map_err(snap_err)?;
-        Ok(Some(Snapshot {
-            meta,
-            snapshot: Box::new(file),
-        }))
+        // A snapshot built meanwhile replaces the one just read and removes its file:
+        // read the newer one then.
+        let mut attempts = 0;
+        loop {
+            let Some((meta, path)) = self.snaps.current().map_err(snap_err)? else {
+                return Ok(None);
+            };
+            match tokio::fs::File::open(&path).await {
+                Ok(file) => {
+                    return Ok(Some(Snapshot {
+                        meta,
+                        snapshot: Box::new(file),
+                    }))
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 3 => attempts += 1,
+                Err(e) => return Err(snap_err(e)),
+            }
+        }
     }
 }
 
@@ -483,7 +493,7 @@ impl<S: ApplyStore> RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder<S> {
         let store = self.store.clone();
         let snaps = self.snaps.clone();
         let (inner_back, result) = tokio::task::spawn_blocking(move || {
-            let r = (|| -> Result<(SnapshotMeta<u64, Member>, std::path::PathBuf)> {
+            let r = (|| -> Result<(SnapshotMeta<u64, Member>, File)> {
                 store.sync()?;
                 let state = inner.state.clone();
                 let unique = SystemTime::now()
@@ -508,20 +518,23 @@ impl<S: ApplyStore> RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder<S> {
                 snaps
                     .commit(&meta, &data_file, Some(RECEIVING_FILE))
                     .map_err(io)?;
+                // Opened under the apply lock: once it is released, a later snapshot
+                // may replace this one and remove its file.
+                let file = File::open(&data).map_err(io)?;
                 inner.entries_since_durable = 0;
                 inner.last_durable = Instant::now();
-                Ok((meta, data))
+                Ok((meta, file))
             })();
             (inner, r)
         })
         .await
         .map_err(snap_err)?;
-        let (meta, data) = result.map_err(snap_err)?;
+        let (meta, file) = result.map_err(snap_err)?;
         if let Some(a) = meta.last_log_id {
             self.progress.set_durable_applied(a.index);
         }
         drop(inner_back);
-        let file = tokio::fs::File::open(&data).await.map_err(snap_err)?;
+        let file = tokio::fs::File::from_std(file);
         tracing::info!(snapshot = %meta.snapshot_id, last = ?meta.last_log_id, "snapshot built");
         Ok(Snapshot {
             meta,
