@@ -209,7 +209,12 @@ fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
                 }
             }
         }
-        assert!(typed.contains(name), "{name} has no TYPE line before it");
+        // A histogram's samples are its `_bucket`, `_sum` and `_count` series.
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix).filter(|f| typed.contains(*f)))
+            .unwrap_or(name);
+        assert!(typed.contains(family), "{name} has no TYPE line before it");
         samples.insert(series.to_string(), value.parse::<f64>().unwrap());
     }
     samples
@@ -253,6 +258,22 @@ async fn metrics_use_etcds_names_and_the_text_format() {
     assert_eq!(value("etcd_server_quota_backend_bytes"), 2147483648.0);
     assert!([0.0, 1.0].contains(&value("mnemo_wal_io_uring")));
     assert!(value("mnemo_wal_fsyncs_total") >= 1.0);
+    // Latency histograms: every WAL fdatasync and backend commit observed once, the
+    // buckets cumulative up to +Inf.
+    for h in [
+        "etcd_disk_wal_fsync_duration_seconds",
+        "etcd_disk_backend_commit_duration_seconds",
+    ] {
+        let count = value(&format!("{h}_count"));
+        assert!(count >= 3.0, "{h}_count {count}");
+        assert_eq!(value(&format!("{h}_bucket{{le=\"+Inf\"}}")), count);
+        assert!(
+            value(&format!("{h}_bucket{{le=\"0.001\"}}"))
+                <= value(&format!("{h}_bucket{{le=\"8.192\"}}"))
+        );
+        assert!(value(&format!("{h}_sum")) > 0.0);
+    }
+    assert!(value("etcd_disk_wal_fsync_duration_seconds_count") <= value("mnemo_wal_fsyncs_total"));
     assert_eq!(value(r#"etcd_server_version{server_version="3.4.0"}"#), 1.0);
     assert_eq!(value(r#"etcd_cluster_version{cluster_version="3.4"}"#), 1.0);
     let id = metrics

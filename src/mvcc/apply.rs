@@ -268,7 +268,9 @@ impl Applier<'_> {
                 &record::encode_i64(META_COMPACT_REV, batch.compact_rev),
             )?;
         }
+        let started = std::time::Instant::now();
         wtx.commit(durability)?;
+        self.store.commit_latency.observe(started.elapsed());
 
         // Compaction is worked out before taking the write lock, so readers wait only for
         // the merge: the shared index changes only under the apply gate, which this batch

@@ -109,6 +109,8 @@ pub struct Store {
     /// Watchers that asked for prev_kv, as last told by the watch hub;
     /// `usize::MAX` until a hub attaches (then every batch fills prev_kv).
     pub(crate) prev_kv_watchers: AtomicUsize,
+    /// How long apply batches' page-file commits took (etcd's backend commit).
+    pub(crate) commit_latency: mnemo_storage::histogram::LatencyHistogram,
 }
 
 /// History records an apply batch removes from the page file, at most, after a
@@ -303,6 +305,7 @@ impl Store {
             opts: DatabaseOptions::default(),
             size_in_use: Arc::default(),
             prev_kv_watchers: AtomicUsize::new(usize::MAX),
+            commit_latency: Default::default(),
         })
     }
 
@@ -354,6 +357,11 @@ impl Store {
     }
 
     /// Every lease, by id.
+    /// How long apply batches' page-file commits took since open.
+    pub fn commit_latency(&self) -> mnemo_storage::histogram::HistogramSnapshot {
+        self.commit_latency.snapshot()
+    }
+
     pub fn leases(&self) -> Vec<LeaseInfo> {
         self.state.read().leases.values().cloned().collect()
     }

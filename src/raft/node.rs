@@ -382,6 +382,14 @@ impl<S: ApplyStore> RaftNode<S> {
         self.io_path
     }
 
+    /// How long the WAL's fdatasyncs took, while the node runs.
+    pub fn wal_fsync_latency(&self) -> Option<mnemo_storage::histogram::HistogramSnapshot> {
+        self.wal_handle
+            .lock()
+            .as_ref()
+            .map(|h| h.wal().fsync_latency())
+    }
+
     /// WAL counters (fsyncs, batches, records), while the node runs.
     pub fn wal_stats(&self) -> Option<WalStats> {
         self.wal_handle.lock().as_ref().map(|h| h.wal().stats())

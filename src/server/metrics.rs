@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use mnemo_storage::histogram::HistogramSnapshot;
 use mnemo_storage::wal::IoPath;
 
 use super::{EtcdServer, ETCD_CLUSTER_VERSION, ETCD_VERSION};
@@ -185,6 +186,18 @@ impl EtcdServer {
             "WAL records made durable.",
             wal.records,
         );
+        if let Some(fsyncs) = self.raft.wal_fsync_latency() {
+            out.histogram(
+                "etcd_disk_wal_fsync_duration_seconds",
+                "The latency distributions of fsync called by WAL.",
+                &fsyncs,
+            );
+        }
+        out.histogram(
+            "etcd_disk_backend_commit_duration_seconds",
+            "The latency distributions of commit called by backend.",
+            &self.store.commit_latency(),
+        );
         out.0
     }
 }
@@ -222,6 +235,17 @@ impl Exposition {
         let _ = writeln!(self.0, "{name} {value}");
     }
 
+    /// A histogram: cumulative `_bucket{le=…}` samples ending with `+Inf`, `_sum`, `_count`.
+    fn histogram(&mut self, name: &str, help: &str, h: &HistogramSnapshot) {
+        self.header(name, help, "histogram");
+        for (bound, n) in &h.buckets {
+            let _ = writeln!(self.0, "{name}_bucket{{le=\"{bound}\"}} {n}");
+        }
+        let _ = writeln!(self.0, "{name}_bucket{{le=\"+Inf\"}} {}", h.count);
+        let _ = writeln!(self.0, "{name}_sum {}", h.sum_seconds);
+        let _ = writeln!(self.0, "{name}_count {}", h.count);
+    }
+
     /// A gauge of 1 carrying its information in one label (etcd's `*_version`, `*_id`).
     /// The label value must need no escaping.
     fn info(&mut self, name: &str, help: &str, label: &str, value: &str) {
@@ -239,6 +263,23 @@ mod tests {
     fn cluster_version_is_major_minor() {
         assert_eq!(cluster_version("3.4.0"), "3.4");
         assert_eq!(cluster_version("3"), "3");
+    }
+
+    #[test]
+    fn histograms_follow_the_text_format() {
+        let h = mnemo_storage::histogram::LatencyHistogram::default();
+        h.observe(Duration::from_millis(3));
+        h.observe(Duration::from_secs(9));
+        let mut e = Exposition::default();
+        e.histogram("d_seconds", "Help.", &h.snapshot());
+        let lines: Vec<&str> = e.0.lines().collect();
+        assert_eq!(lines[1], "# TYPE d_seconds histogram");
+        assert_eq!(lines[2], "d_seconds_bucket{le=\"0.001\"} 0");
+        assert_eq!(lines[4], "d_seconds_bucket{le=\"0.004\"} 1");
+        assert_eq!(lines[15], "d_seconds_bucket{le=\"8.192\"} 1");
+        assert_eq!(lines[16], "d_seconds_bucket{le=\"+Inf\"} 2");
+        assert_eq!(lines[17], "d_seconds_sum 9.003");
+        assert_eq!(lines[18], "d_seconds_count 2");
     }
 
     #[test]

@@ -17,6 +17,7 @@ mod compact;
 mod db;
 pub mod error;
 pub mod header;
+pub mod histogram;
 pub mod inspect;
 pub mod page;
 pub mod wal;

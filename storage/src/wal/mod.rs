@@ -131,6 +131,9 @@ pub(crate) struct State {
 
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
+    /// Batch fdatasyncs: on io_uring the linked write + fdatasync, from submission to
+    /// completion; on the pwrite path the fdatasync alone.
+    fsync_latency: crate::histogram::LatencyHistogram,
     fsyncs: AtomicU64,
     batches: AtomicU64,
     records: AtomicU64,
@@ -226,6 +229,12 @@ impl Wal {
             batches: c.batches.load(Ordering::Relaxed),
             records: c.records.load(Ordering::Relaxed),
         }
+    }
+
+    /// How long batch fdatasyncs took since open: on io_uring the linked write +
+    /// fdatasync, from submission to completion; on the pwrite path the fdatasync alone.
+    pub fn fsync_latency(&self) -> crate::histogram::HistogramSnapshot {
+        self.shared.stats.fsync_latency.snapshot()
     }
 
     /// Appends `records` and returns once they are durable.

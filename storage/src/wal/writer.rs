@@ -52,6 +52,8 @@ struct Batch {
     last_seq: u64,
     /// Set when both io_uring completions arrived.
     completion: Option<Completed>,
+    /// When the io_uring write + fdatasync was submitted.
+    submitted: Option<std::time::Instant>,
 }
 
 impl std::fmt::Debug for Batch {
@@ -230,6 +232,7 @@ impl Writer {
             done: Vec::new(),
             last_seq: 0,
             completion: None,
+            submitted: None,
         })
     }
 
@@ -299,6 +302,7 @@ impl Writer {
             let tag = batch.tag;
             let offset = batch.offset;
             let file = batch.segment.clone();
+            batch.submitted = Some(std::time::Instant::now());
             self.inflight.push_back(batch);
             uring.submit_write_sync(tag, file, fd, offset, buf)?;
             return Ok(());
@@ -306,7 +310,12 @@ impl Writer {
         let written = batch
             .segment
             .write_at(batch.offset, &batch.buf)
-            .and_then(|()| batch.segment.sync_data());
+            .and_then(|()| {
+                let start = std::time::Instant::now();
+                let synced = batch.segment.sync_data();
+                self.shared.stats.fsync_latency.observe(start.elapsed());
+                synced
+            });
         if let Err(e) = written {
             // Keep the waiters so `fail` tells them.
             self.current = Some(batch);
@@ -341,6 +350,9 @@ impl Writer {
             if let Err(e) = finish_uring_write(&c) {
                 self.inflight.push_front(batch);
                 return Err(e);
+            }
+            if let Some(t) = batch.submitted {
+                self.shared.stats.fsync_latency.observe(t.elapsed());
             }
             self.shared.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
             self.complete(batch);
