@@ -8,7 +8,8 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 
 use common::{http_request, MemberAddrs, MnemoProcess};
-use mnemo_proto::etcdserverpb::PutRequest;
+use mnemo_proto::etcdserverpb::watch_request::RequestUnion;
+use mnemo_proto::etcdserverpb::{PutRequest, WatchCreateRequest, WatchRequest};
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -233,6 +234,26 @@ async fn metrics_use_etcds_names_and_the_text_format() {
         .await
         .unwrap();
     }
+    // An error (empty key) and a watch stream the client drops.
+    kv.put(PutRequest::default()).await.unwrap_err();
+    {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tx.send(WatchRequest {
+            request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+                key: b"m0".to_vec(),
+                ..Default::default()
+            })),
+        })
+        .await
+        .unwrap();
+        let mut w = m.watch().await;
+        let mut stream = w
+            .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(stream.message().await.unwrap().unwrap().created);
+    }
     let r = http_request(m.client_addr(), "GET", "/metrics");
     assert_eq!(r.status, 200);
     assert!(r.header("content-type").unwrap().starts_with("text/plain"));
@@ -274,6 +295,34 @@ async fn metrics_use_etcds_names_and_the_text_format() {
         assert!(value(&format!("{h}_sum")) > 0.0);
     }
     assert!(value("etcd_disk_wal_fsync_duration_seconds_count") <= value("mnemo_wal_fsyncs_total"));
+    let handled = |code: &str, service: &str, method: &str, kind: &str| {
+        let series = format!(
+            "grpc_server_handled_total{{grpc_code=\"{code}\",grpc_method=\"{method}\",grpc_service=\"{service}\",grpc_type=\"{kind}\"}}"
+        );
+        metrics.get(&series).copied().unwrap_or(0.0)
+    };
+    assert_eq!(handled("OK", "etcdserverpb.KV", "Put", "unary"), 3.0);
+    assert_eq!(
+        handled("InvalidArgument", "etcdserverpb.KV", "Put", "unary"),
+        1.0
+    );
+    // The dropped watch counts as Canceled once the server sees its stream reset.
+    let canceled_watch = r#"grpc_server_handled_total{grpc_code="Canceled",grpc_method="Watch",grpc_service="etcdserverpb.Watch",grpc_type="bidi_stream"}"#;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let now = parse_metrics(&http_request(m.client_addr(), "GET", "/metrics").body);
+        if now.get(canceled_watch) == Some(&1.0) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dropped watch was not counted: {:?}",
+            now.iter()
+                .filter(|(k, _)| k.contains("Watch"))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     assert_eq!(value(r#"etcd_server_version{server_version="3.4.0"}"#), 1.0);
     assert_eq!(value(r#"etcd_cluster_version{cluster_version="3.4"}"#), 1.0);
     let id = metrics

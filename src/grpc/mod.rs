@@ -13,6 +13,7 @@ pub mod lease;
 pub mod lock;
 pub mod maintenance;
 pub mod peer;
+pub mod stats;
 pub mod watch;
 
 use std::sync::Arc;
@@ -122,7 +123,14 @@ pub fn router(server: Arc<EtcdServer>) -> Router {
         .add_service(election)
         .add_service(health)
         .into_axum_router();
-    let routes = grpc.merge(http::routes(server)).fallback(http::fallback);
+    let stats = server.grpc_stats.clone();
+    let routes = grpc
+        .merge(http::routes(server))
+        .fallback(http::fallback)
+        .layer(axum::middleware::from_fn_with_state(
+            stats,
+            stats::count_calls,
+        ));
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .accept_http1(true)

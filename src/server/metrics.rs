@@ -198,6 +198,7 @@ impl EtcdServer {
             "The latency distributions of commit called by backend.",
             &self.store.commit_latency(),
         );
+        self.grpc_stats.write_handled(&mut out.0);
         out.0
     }
 }

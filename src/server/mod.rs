@@ -109,6 +109,8 @@ pub struct EtcdServer {
     lease_ids: LeaseIdGenerator,
     /// Woken when this member sees itself removed from the cluster: it stops.
     pub removed: tokio::sync::Notify,
+    /// `grpc_server_handled_total`'s counters.
+    pub grpc_stats: Arc<crate::grpc::stats::GrpcStats>,
     /// Held by the leader while it makes a membership change.
     membership_changes: tokio::sync::Mutex<()>,
 }
@@ -134,6 +136,7 @@ impl EtcdServer {
             lease_ids,
             removed: tokio::sync::Notify::new(),
             membership_changes: tokio::sync::Mutex::new(()),
+            grpc_stats: Arc::default(),
         }
     }
 
