@@ -8,7 +8,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{http_post, http_request, HttpResponse, MnemoProcess};
 use mnemo_proto::etcdserverpb::{
@@ -420,6 +420,26 @@ async fn watch_streams_puts_from_grpc_and_from_the_gateway() {
     let ev = w.next_line();
     assert_eq!(ev["result"]["events"][0]["type"], "DELETE", "{ev}");
     assert_eq!(ev["result"]["header"]["revision"], "4", "{ev}");
+
+    // The response lasts while the client stays; when it goes, so does its watcher.
+    assert_eq!(watchers(&m), 1);
+    drop(w);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while watchers(&m) != 0 {
+        assert!(Instant::now() < deadline, "the watcher outlived its client");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `etcd_debugging_mvcc_watcher_total` from `/metrics`.
+fn watchers(m: &MnemoProcess) -> u64 {
+    let r = http_request(m.client_addr(), "GET", "/metrics");
+    r.body
+        .lines()
+        .find_map(|l| l.strip_prefix("etcd_debugging_mvcc_watcher_total "))
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 #[tokio::test]
