@@ -171,8 +171,8 @@ pub fn routes(server: Arc<EtcdServer>, watch: watch::WatchService) -> Router {
         .route("/maintenance/status", unary!(maintenance.status))
         .route("/maintenance/defragment", unary!(maintenance.defragment))
         // etcd 3.4 binds both Hash and HashKV to `/v3/maintenance/hash`; grpc-gateway
-        // takes the one registered last, HashKV. 3.5 moved HashKV to `/hashkv`.
-        .route("/maintenance/hash", unary!(maintenance.hash_kv))
+        // v1 runs the one registered first, Hash. 3.5 moved HashKV to `/hashkv`.
+        .route("/maintenance/hash", unary!(maintenance.hash))
         .route("/maintenance/hashkv", unary!(maintenance.hash_kv))
         .route(
             "/maintenance/snapshot",
