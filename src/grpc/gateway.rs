@@ -360,6 +360,10 @@ struct JsonReader {
     done: bool,
     /// The most bytes held for one value.
     limit: usize,
+    /// The last parse found an incomplete value and no `}` has come since: parsing again
+    /// cannot succeed (a request is an object), so a value sent in many small pieces is
+    /// not parsed once per piece.
+    incomplete: bool,
 }
 
 impl JsonReader {
@@ -370,6 +374,7 @@ impl JsonReader {
             pos: 0,
             done: false,
             limit,
+            incomplete: false,
         }
     }
 
@@ -377,7 +382,9 @@ impl JsonReader {
     async fn next<T: DeserializeOwned>(&mut self) -> Result<Option<T>, String> {
         loop {
             let rest = &self.buf[self.pos..];
-            if let Some(start) = rest.iter().position(|b| !b.is_ascii_whitespace()) {
+            if self.incomplete && !self.done {
+                // Wait for more.
+            } else if let Some(start) = rest.iter().position(|b| !b.is_ascii_whitespace()) {
                 let mut values = serde_json::Deserializer::from_slice(&rest[start..]).into_iter();
                 match values.next() {
                     Some(Ok(value)) => {
@@ -386,7 +393,7 @@ impl JsonReader {
                     }
                     // An incomplete value waits for more of the body, unless the body has ended.
                     Some(Err(e)) if !e.is_eof() || self.done => return Err(e.to_string()),
-                    _ => {}
+                    _ => self.incomplete = true,
                 }
             } else if self.done {
                 return Ok(None);
@@ -402,6 +409,9 @@ impl JsonReader {
                         ));
                     }
                     self.buf.extend_from_slice(&chunk);
+                    if chunk.contains(&b'}') {
+                        self.incomplete = false;
+                    }
                 }
                 Some(Err(e)) => return Err(e.to_string()),
                 None => self.done = true,
