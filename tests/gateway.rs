@@ -50,6 +50,16 @@ fn b64(data: &[u8]) -> String {
     out
 }
 
+/// grpc-gateway's error body (compared as JSON: the order of its keys is the marshaler's).
+fn error_body(message: &str, code: u32) -> Value {
+    json!({ "error": message, "code": code, "message": message })
+}
+
+/// Whether the tests run against etcd itself (`MNEMO_TEST_SERVER_BIN`).
+fn against_etcd() -> bool {
+    common::mnemo_bin() != env!("CARGO_BIN_EXE_mnemo")
+}
+
 /// A digit string, as JSONPb writes 64-bit integers.
 fn is_int_string(v: &Value) -> bool {
     v.as_str().is_some_and(|s| {
@@ -279,26 +289,31 @@ fn bad_requests_get_grpc_gateways_errors() {
     // The server's own errors, mapped: InvalidArgument → 400, NotFound → 404.
     let r = post(&m, "/v3/kv/put", r#"{"value":"YmFy"}"#);
     assert_eq!(r.status, 400);
+    assert_eq!(parse(&r), error_body("etcdserver: key is not provided", 3));
+    // etcd 3.4 writes the keys in this order.
     assert_eq!(
         r.body,
-        r#"{"error":"etcdserver: key is not provided","code":3,"message":"etcdserver: key is not provided"}"#
+        r#"{"error":"etcdserver: key is not provided","message":"etcdserver: key is not provided","code":3}"#
     );
     let r = post(&m, "/v3/lease/revoke", r#"{"ID":"12345"}"#);
     assert_eq!(r.status, 404);
     assert_eq!(
-        r.body,
-        r#"{"error":"etcdserver: requested lease not found","code":5,"message":"etcdserver: requested lease not found"}"#
+        parse(&r),
+        error_body("etcdserver: requested lease not found", 5)
     );
     // Over --max-request-bytes once decoded: etcd's own error.
     let big = format!(r#"{{"key":"Zm9v","value":"{}"}}"#, b64(&[b'x'; 2000]));
     let r = post(&m, "/v3/kv/put", &big);
     assert_eq!(r.status, 400);
     assert_eq!(parse(&r)["error"], "etcdserver: request is too large");
-    // A body far beyond it is refused before it is read to the end.
-    let huge = format!(r#"{{"key":"Zm9v","value":"{}"}}"#, "A".repeat(600 * 1024));
-    let r = post(&m, "/v3/kv/put", &huge);
-    assert_eq!(r.status, 413, "{}", r.body);
-    assert_eq!(parse(&r)["code"], 8);
+    // A body far beyond it is refused before it is read to the end (mnemo's own limit;
+    // etcd's gateway reads any body).
+    if !against_etcd() {
+        let huge = format!(r#"{{"key":"Zm9v","value":"{}"}}"#, "A".repeat(600 * 1024));
+        let r = post(&m, "/v3/kv/put", &huge);
+        assert_eq!(r.status, 413, "{}", r.body);
+        assert_eq!(parse(&r)["code"], 8);
+    }
 
     // Unknown paths and methods, as etcd's grpc-gateway answers them.
     let r = post(&m, "/v3/kv/nosuch", "{}");
@@ -310,7 +325,7 @@ fn bad_requests_get_grpc_gateways_errors() {
 
     // An empty body is the empty request; the server still serves afterwards.
     let s = call(&m, "/v3/maintenance/status", "");
-    assert_eq!(s["version"], "3.4.0");
+    assert!(s["version"].as_str().unwrap().starts_with("3.4."), "{s}");
 }
 
 #[test]
@@ -464,10 +479,7 @@ async fn auth_over_json_uses_the_authorization_header() {
 
     let r = post(&m, "/v3/kv/range", r#"{"key":"Zm9v"}"#);
     assert_eq!(r.status, 400);
-    assert_eq!(
-        r.body,
-        r#"{"error":"etcdserver: user name is empty","code":3,"message":"etcdserver: user name is empty"}"#
-    );
+    assert_eq!(parse(&r), error_body("etcdserver: user name is empty", 3));
     let r = http_post(
         addr,
         "/v3/kv/range",
@@ -475,10 +487,7 @@ async fn auth_over_json_uses_the_authorization_header() {
         r#"{"key":"Zm9v"}"#,
     );
     assert_eq!(r.status, 401);
-    assert_eq!(
-        r.body,
-        r#"{"error":"etcdserver: invalid auth token","code":16,"message":"etcdserver: invalid auth token"}"#
-    );
+    assert_eq!(parse(&r), error_body("etcdserver: invalid auth token", 16));
     let r = post(
         &m,
         "/v3/auth/authenticate",
@@ -523,8 +532,11 @@ async fn auth_over_json_uses_the_authorization_header() {
     assert_eq!(r.status, 200, "{}", r.body);
     let users = parse(&http_post(addr, "/v3/auth/user/list", &root, "{}"));
     assert_eq!(users["users"], json!(["root", "u"]));
-    let st = parse(&http_post(addr, "/v3/auth/status", &root, "{}"));
-    assert_eq!(st["enabled"], true, "{st}");
+    // AuthStatus is etcd 3.5's.
+    if !against_etcd() {
+        let st = parse(&http_post(addr, "/v3/auth/status", &root, "{}"));
+        assert_eq!(st["enabled"], true, "{st}");
+    }
     let u = call(
         &m,
         "/v3/auth/authenticate",
@@ -539,22 +551,26 @@ async fn auth_over_json_uses_the_authorization_header() {
     assert_eq!(r.status, 403, "{}", r.body);
     assert_eq!(parse(&r)["code"], 7);
 
-    // A streaming call without a token fails with the status of its first error.
-    let mut ka = Stream::open(
+    // A streaming call that fails at once answers with the status of its error and
+    // grpc-gateway's stream error (etcd words this one for Snapshot).
+    let r = http_post(
         addr,
-        "/v3/lease/keepalive",
+        "/v3/maintenance/snapshot",
         &[("Authorization", "bogus.1")],
-        r#"{"ID":"1"}"#,
+        "{}",
     );
-    let head = ka.head();
-    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+    assert_eq!(r.status, 500);
+    assert_eq!(
+        r.body,
+        r#"{"error":{"grpc_code":2,"http_code":500,"message":"auth: invalid auth token","http_status":"Internal Server Error"}}"#
+    );
 }
 
 #[test]
 fn maintenance_and_cluster_over_json() {
     let m = MnemoProcess::start(&[]);
     let s = call(&m, "/v3/maintenance/status", "{}");
-    assert_eq!(s["version"], "3.4.0");
+    assert!(s["version"].as_str().unwrap().starts_with("3.4."), "{s}");
     assert!(is_int_string(&s["dbSize"]), "{s}");
     assert!(is_int_string(&s["raftIndex"]), "{s}");
     assert_eq!(s["leader"], s["header"]["member_id"], "{s}");
@@ -573,9 +589,12 @@ fn maintenance_and_cluster_over_json() {
     let h = call(&m, "/v3/maintenance/hash", "{}");
     assert!(h["hash"].is_u64(), "uint32 is a JSON number: {h}");
     assert_eq!(h.get("hash_revision"), None, "{h}");
-    let h = call(&m, "/v3/maintenance/hashkv", "{}");
-    assert_eq!(h["hash_revision"], "2", "{h}");
-    assert!(h["hash"].is_u64(), "{h}");
+    // 3.5's path for HashKV.
+    if !against_etcd() {
+        let h = call(&m, "/v3/maintenance/hashkv", "{}");
+        assert_eq!(h["hash_revision"], "2", "{h}");
+        assert!(h["hash"].is_u64(), "{h}");
+    }
     let a = call(&m, "/v3/maintenance/alarm", r#"{"action":"GET"}"#);
     assert_eq!(a.get("alarms"), None, "{a}");
 

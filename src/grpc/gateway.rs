@@ -10,7 +10,7 @@
 //!   `Authorization` (etcd reads both), and with the request's extensions (the TLS
 //!   connection's client certificate), so auth works unchanged.
 //! - A gRPC error answers with the HTTP status grpc-gateway maps its code to and the
-//!   body `{"error":msg,"code":n,"message":msg}`; a body that is not a request (bad
+//!   body `{"error":msg,"message":msg,"code":n}`; a body that is not a request (bad
 //!   JSON, bad base64, a string where a number belongs) is InvalidArgument.
 //! - Streaming responses (watch, lease keep-alive, snapshot, election observe) are
 //!   newline-delimited `{"result":{…}}` objects, chunked; an error ends the stream with
@@ -520,7 +520,7 @@ pub fn stream_error_chunk(status: &Status) -> String {
 }
 
 /// grpc-gateway v1's answer to a failed call: the mapped status and
-/// `{"error":msg,"code":n,"message":msg}` (zero values omitted, as JSONPb does).
+/// `{"error":msg,"message":msg,"code":n}` (zero values omitted, as JSONPb does).
 pub fn error_response(status: &Status) -> Response {
     (
         http_status(status.code()),
@@ -530,17 +530,16 @@ pub fn error_response(status: &Status) -> Response {
         .into_response()
 }
 
+/// The body of [`error_response`], keys in the order etcd 3.4 writes them.
 pub fn error_body(status: &Status) -> String {
     let message = json_string(status.message());
     let mut fields = Vec::new();
     if !status.message().is_empty() {
         fields.push(format!(r#""error":{message}"#));
+        fields.push(format!(r#""message":{message}"#));
     }
     if status.code() != Code::Ok {
         fields.push(format!(r#""code":{}"#, status.code() as i32));
-    }
-    if !status.message().is_empty() {
-        fields.push(format!(r#""message":{message}"#));
     }
     format!("{{{}}}", fields.join(","))
 }
@@ -608,12 +607,12 @@ mod tests {
         let s = Status::invalid_argument("etcdserver: key is not provided");
         assert_eq!(
             error_body(&s),
-            r#"{"error":"etcdserver: key is not provided","code":3,"message":"etcdserver: key is not provided"}"#
+            r#"{"error":"etcdserver: key is not provided","message":"etcdserver: key is not provided","code":3}"#
         );
         let s = Status::unauthenticated("say \"hi\"");
         assert_eq!(
             error_body(&s),
-            r#"{"error":"say \"hi\"","code":16,"message":"say \"hi\""}"#
+            r#"{"error":"say \"hi\"","message":"say \"hi\"","code":16}"#
         );
         assert_eq!(error_body(&Status::unimplemented("")), r#"{"code":12}"#);
         let resp = error_response(&Status::permission_denied("no"));
