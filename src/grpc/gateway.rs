@@ -7,8 +7,9 @@
 //!   value the body is not read (Go's `json.Decoder` reads one value).
 //! - The calls go to the same service structs that serve gRPC, in process, with the
 //!   caller's token in the metadata key `token`: from `Grpc-Metadata-Token`, else from
-//!   `Authorization` (etcd reads both), and with the request's extensions (the TLS
-//!   connection's client certificate), so auth works unchanged.
+//!   `Authorization` (etcd reads both), and with the request's extensions, so auth
+//!   works unchanged. As in etcd, a client certificate with a CN is refused while
+//!   `--client-cert-auth` and auth are on (see [`Gateway::refuse_common_name`]).
 //! - A gRPC error answers with the HTTP status grpc-gateway maps its code to and the
 //!   body `{"error":msg,"message":msg,"code":n}`; a body that is not a request (bad
 //!   JSON, bad base64, a string where a number belongs) is InvalidArgument.
@@ -49,6 +50,7 @@ use tonic::{Code, Status};
 
 use super::{auth, cluster, election, kv, lease, lock, maintenance, watch, GRPC_OVERHEAD_BYTES};
 use crate::server::EtcdServer;
+use crate::tls::TlsConnInfo;
 
 /// The path prefixes the gateway serves: etcd 3.4's, and the `v3beta` it kept from 3.3.
 pub const PREFIXES: &[&str] = &["/v3", "/v3beta"];
@@ -66,6 +68,7 @@ const JSON: &str = "application/json";
 /// The services the gateway calls, the same structs `router()` serves over gRPC.
 #[derive(Debug, Clone)]
 struct Gateway {
+    server: Arc<EtcdServer>,
     kv: kv::KvService,
     watch: watch::WatchService,
     lease: lease::LeaseService,
@@ -123,6 +126,7 @@ pub fn routes(server: Arc<EtcdServer>, watch: watch::WatchService) -> Router {
         .saturating_mul(2)
         .saturating_add(GRPC_OVERHEAD_BYTES);
     let gateway = Arc::new(Gateway {
+        server: server.clone(),
         kv: kv::KvService {
             server: server.clone(),
         },
@@ -213,6 +217,30 @@ pub fn routes(server: Arc<EtcdServer>, watch: watch::WatchService) -> Router {
     router.with_state(gateway)
 }
 
+impl Gateway {
+    /// etcd's refusal of a client certificate with a CN while `--client-cert-auth` and
+    /// auth are on (embed/serve.go): its gateway calls gRPC over a connection of its
+    /// own, where the CN would not count, so it refuses rather than ignore it. The
+    /// calls here would keep it; mnemo refuses all the same, as etcd clients expect.
+    fn refuse_common_name(&self, parts: &Parts) -> Option<Response> {
+        if !self.server.options.client_cert_auth || !self.server.store.auth().enabled {
+            return None;
+        }
+        let cn = parts
+            .extensions
+            .get::<TlsConnInfo>()?
+            .common_name
+            .as_deref()?;
+        if cn.is_empty() {
+            return None;
+        }
+        Some(go_http_error(
+            StatusCode::BAD_REQUEST,
+            "CommonName of client sending a request against gateway will be ignored and not used as expected\n",
+        ))
+    }
+}
+
 /// A POST route that answers other methods as grpc-gateway does.
 fn route(method: MethodRouter<Arc<Gateway>>) -> MethodRouter<Arc<Gateway>> {
     method.fallback(method_not_allowed)
@@ -249,6 +277,9 @@ where
     Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
 {
     let (parts, body) = req.into_parts();
+    if let Some(refused) = g.refuse_common_name(&parts) {
+        return refused;
+    }
     let msg = match read_request::<Req>(body, g.max_body).await {
         Ok(msg) => msg,
         Err(resp) => return *resp,
@@ -271,6 +302,9 @@ where
     Fut: Future<Output = Result<tonic::Response<S>, Status>>,
 {
     let (parts, body) = req.into_parts();
+    if let Some(refused) = g.refuse_common_name(&parts) {
+        return refused;
+    }
     let msg = match read_request::<Req>(body, g.max_body).await {
         Ok(msg) => msg,
         Err(resp) => return *resp,
@@ -287,6 +321,9 @@ where
     Fut: Future<Output = Result<tonic::Response<S>, Status>>,
 {
     let (parts, body) = req.into_parts();
+    if let Some(refused) = g.refuse_common_name(&parts) {
+        return refused;
+    }
     let mut reader = JsonReader::new(body.into_data_stream(), g.max_body);
     // grpc-gateway reads the first request before it answers; a bad one fails the call
     // (with Unknown: its streaming handlers do not wrap decoding errors).
