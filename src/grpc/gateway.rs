@@ -9,7 +9,7 @@
 //!   caller's token in the metadata key `token`: from `Grpc-Metadata-Token`, else from
 //!   `Authorization` (etcd reads both), and with the request's extensions, so auth
 //!   works unchanged. As in etcd, a client certificate with a CN is refused while
-//!   `--client-cert-auth` and auth are on (see [`Gateway::refuse_common_name`]).
+//!   `--client-cert-auth` and auth are on (see [`Gateway::refuses_common_name`]).
 //! - A gRPC error answers with the HTTP status grpc-gateway maps its code to and the
 //!   body `{"error":msg,"message":msg,"code":n}`; a body that is not a request (bad
 //!   JSON, bad base64, a string where a number belongs) is InvalidArgument.
@@ -222,23 +222,38 @@ impl Gateway {
     /// auth are on (embed/serve.go): its gateway calls gRPC over a connection of its
     /// own, where the CN would not count, so it refuses rather than ignore it. The
     /// calls here would keep it; mnemo refuses all the same, as etcd clients expect.
-    fn refuse_common_name(&self, parts: &Parts) -> Option<Response> {
+    fn refuses_common_name(&self, parts: &Parts) -> bool {
         if !self.server.options.client_cert_auth || !self.server.store.auth().enabled {
-            return None;
+            return false;
         }
-        let cn = parts
+        parts
             .extensions
-            .get::<TlsConnInfo>()?
-            .common_name
-            .as_deref()?;
-        if cn.is_empty() {
-            return None;
-        }
-        Some(go_http_error(
-            StatusCode::BAD_REQUEST,
-            "CommonName of client sending a request against gateway will be ignored and not used as expected\n",
-        ))
+            .get::<TlsConnInfo>()
+            .and_then(|info| info.common_name.as_deref())
+            .is_some_and(|cn| !cn.is_empty())
     }
+}
+
+/// etcd's answer to a request [`Gateway::refuses_common_name`] refuses, given once the
+/// body is read: an HTTP/2 stream answered before its request body has ended is reset,
+/// and clients (curl) then report the reset instead of the answer. At most `limit`
+/// bytes and one second are spent on the body.
+async fn common_name_refused(body: Body, limit: usize) -> Response {
+    let mut stream = body.into_data_stream();
+    let drain = async {
+        let mut seen = 0usize;
+        while let Some(Ok(chunk)) = stream.next().await {
+            seen = seen.saturating_add(chunk.len());
+            if seen > limit {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
+    go_http_error(
+        StatusCode::BAD_REQUEST,
+        "CommonName of client sending a request against gateway will be ignored and not used as expected\n",
+    )
 }
 
 /// A POST route that answers other methods as grpc-gateway does.
@@ -277,8 +292,8 @@ where
     Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
 {
     let (parts, body) = req.into_parts();
-    if let Some(refused) = g.refuse_common_name(&parts) {
-        return refused;
+    if g.refuses_common_name(&parts) {
+        return common_name_refused(body, g.max_body).await;
     }
     let msg = match read_request::<Req>(body, g.max_body).await {
         Ok(msg) => msg,
@@ -302,8 +317,8 @@ where
     Fut: Future<Output = Result<tonic::Response<S>, Status>>,
 {
     let (parts, body) = req.into_parts();
-    if let Some(refused) = g.refuse_common_name(&parts) {
-        return refused;
+    if g.refuses_common_name(&parts) {
+        return common_name_refused(body, g.max_body).await;
     }
     let msg = match read_request::<Req>(body, g.max_body).await {
         Ok(msg) => msg,
@@ -321,8 +336,8 @@ where
     Fut: Future<Output = Result<tonic::Response<S>, Status>>,
 {
     let (parts, body) = req.into_parts();
-    if let Some(refused) = g.refuse_common_name(&parts) {
-        return refused;
+    if g.refuses_common_name(&parts) {
+        return common_name_refused(body, g.max_body).await;
     }
     let mut reader = JsonReader::new(body.into_data_stream(), g.max_body);
     // grpc-gateway reads the first request before it answers; a bad one fails the call
