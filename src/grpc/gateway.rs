@@ -3,8 +3,8 @@
 //! The same routes are served under `/v3beta/`.
 //!
 //! - Messages map as grpc-gateway's `JSONPb{OrigName: true}` maps them (see the serde
-//!   impls of `mnemo-proto`). An empty body is the empty request; after the first JSON
-//!   value the body is not read (Go's `json.Decoder` reads one value).
+//!   impls of `mnemo-proto`). An empty body is the empty request; whatever follows the
+//!   first JSON value is ignored (Go's `json.Decoder` decodes one value).
 //! - The calls go to the same service structs that serve gRPC, in process, with the
 //!   caller's token in the metadata key `token`: from `Grpc-Metadata-Token`, else from
 //!   `Authorization` (etcd reads both), and with the request's extensions, so auth
