@@ -296,3 +296,114 @@ fn missing_certificate_file_is_named() {
         "{stderr}"
     );
 }
+
+/// One HTTP/1.1 POST over TLS with `client` as the client certificate; the response
+/// as text.
+async fn https_post(
+    port: u16,
+    ca: &Ca,
+    client: &Issued,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> String {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(ca.cert.der().to_vec()))
+        .unwrap();
+    let certs = vec![CertificateDer::from_pem_file(&client.cert).unwrap()];
+    let key = PrivateKeyDer::from_pem_file(&client.key).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(certs, key)
+    .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    let _ = tls.read_to_end(&mut response).await;
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+/// etcd's JSON gateway takes no identity from a client certificate: with
+/// `--client-cert-auth` and auth on, a certificate with a CN is refused, token or not.
+#[tokio::test]
+async fn json_gateway_refuses_a_common_name_while_auth_is_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "ca");
+    let server = ca.issue("server", "mnemo");
+    let root = ca.issue("root", "root");
+    let (m, url) = start_tls(
+        Some(&server),
+        &[
+            format!("--trusted-ca-file={}", ca.file().display()),
+            "--client-cert-auth".to_string(),
+            "--bcrypt-cost=4".to_string(),
+        ],
+    );
+    let port = m.addrs.client_port;
+    let put = r#"{"key":"Zm9v","value":"YmFy"}"#;
+
+    // Auth off: the certificate is just a certificate.
+    let r = https_post(port, &ca, &root, "/v3/kv/put", "", put).await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+
+    let as_root = connect(&url, trusting(&ca.pem()).identity(root.identity()))
+        .await
+        .unwrap();
+    let mut auth = AuthClient::new(as_root);
+    auth.user_add(AuthUserAddRequest {
+        name: "root".to_string(),
+        password: "rootpw".to_string(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    auth.user_grant_role(AuthUserGrantRoleRequest {
+        user: "root".to_string(),
+        role: "root".to_string(),
+    })
+    .await
+    .unwrap();
+    auth.auth_enable(AuthEnableRequest {}).await.unwrap();
+
+    let login = r#"{"name":"root","password":"rootpw"}"#;
+    let refused = "\r\n\r\nCommonName of client sending a request against gateway will be ignored and not used as expected\n";
+    for (path, body) in [
+        ("/v3/kv/range", r#"{"key":"Zm9v"}"#),
+        ("/v3beta/auth/authenticate", login),
+    ] {
+        let r = https_post(port, &ca, &root, path, "", body).await;
+        assert!(r.starts_with("HTTP/1.1 400"), "{path}: {r}");
+        assert!(r.ends_with(refused), "{path}: {r}");
+    }
+    let r = https_post(
+        port,
+        &ca,
+        &root,
+        "/v3/kv/range",
+        "Authorization: any\r\n",
+        "{}",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 400") && r.ends_with(refused), "{r}");
+    // Other HTTP endpoints are not the gateway.
+    let r = https_post(port, &ca, &root, "/health", "", "").await;
+    assert!(r.starts_with("HTTP/1.1 405"), "{r}");
+}

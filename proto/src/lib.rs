@@ -12,6 +12,13 @@
 //! - [`v3lockpb`]: the Lock service
 //! - [`v3electionpb`]: the Election service
 //!
+//! Every message and enum of these five packages also implements serde's `Serialize`
+//! and `Deserialize` with etcd's JSON gateway mapping (grpc-gateway's JSONPb with
+//! `OrigName`): proto field names (`create_revision`, `dbSize`) in output, proto or
+//! lowerCamelCase names accepted on input, 64-bit integers as strings, bytes as
+//! base64, enums by name, default values omitted, unknown fields ignored.
+//! `mnemopeerpb` has none.
+//!
 //! Generated code is exempt from the workspace lints.
 
 /// Generated from `mvccpb/kv.proto`.
@@ -26,6 +33,7 @@
 )]
 pub mod mvccpb {
     include!(concat!(env!("OUT_DIR"), "/mvccpb.rs"));
+    include!(concat!(env!("OUT_DIR"), "/mvccpb.serde.rs"));
 }
 
 /// Generated from `authpb/auth.proto`.
@@ -40,6 +48,7 @@ pub mod mvccpb {
 )]
 pub mod authpb {
     include!(concat!(env!("OUT_DIR"), "/authpb.rs"));
+    include!(concat!(env!("OUT_DIR"), "/authpb.serde.rs"));
 }
 
 /// Generated from `etcdserverpb/rpc.proto`.
@@ -54,6 +63,7 @@ pub mod authpb {
 )]
 pub mod etcdserverpb {
     include!(concat!(env!("OUT_DIR"), "/etcdserverpb.rs"));
+    include!(concat!(env!("OUT_DIR"), "/etcdserverpb.serde.rs"));
 }
 
 /// Generated from `mnemopeerpb/peer.proto`: mnemo's own peer protocol (not etcd's).
@@ -82,6 +92,7 @@ pub mod mnemopeerpb {
 )]
 pub mod v3lockpb {
     include!(concat!(env!("OUT_DIR"), "/v3lockpb.rs"));
+    include!(concat!(env!("OUT_DIR"), "/v3lockpb.serde.rs"));
 }
 
 /// Generated from `v3electionpb/v3election.proto`.
@@ -96,4 +107,5 @@ pub mod v3lockpb {
 )]
 pub mod v3electionpb {
     include!(concat!(env!("OUT_DIR"), "/v3electionpb.rs"));
+    include!(concat!(env!("OUT_DIR"), "/v3electionpb.serde.rs"));
 }

@@ -1,5 +1,6 @@
 //! The HTTP endpoints etcd serves on its client port beside gRPC: `/health`, `/livez`,
-//! `/readyz`, `/version` and `/metrics`. Anything else that is not gRPC gets 404.
+//! `/readyz`, `/version` and `/metrics`. Anything else that is not gRPC gets 404 (the
+//! JSON gateway's own 404 under `/v3/`, see [`super::gateway`]).
 
 use std::sync::Arc;
 
@@ -37,6 +38,9 @@ pub async fn fallback(req: Request<Body>) -> Response {
         .is_some_and(|v| v.starts_with("application/grpc"));
     if grpc {
         return tonic::Status::unimplemented("").into_http::<Body>();
+    }
+    if super::gateway::is_gateway_path(req.uri().path()) {
+        return super::gateway::not_found();
     }
     text(StatusCode::NOT_FOUND, "404 page not found\n")
 }

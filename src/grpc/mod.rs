@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod cluster;
 pub mod election;
+pub mod gateway;
 pub mod http;
 pub mod kv;
 pub mod lease;
@@ -83,23 +84,9 @@ pub fn router(server: Arc<EtcdServer>) -> Router {
     let cluster = ClusterServer::new(cluster::ClusterService {
         server: server.clone(),
     });
-    let header_server = server.clone();
-    let header: Arc<dyn watch::HeaderSource> =
-        Arc::new(move |revision: i64| header_server.header(revision));
-    let watch_config = watch::WatchServiceConfig {
-        progress_interval: server.options.watch_progress_notify_interval,
-        max_response_bytes: max_recv,
-    };
-    let authorizer_server = server.clone();
-    let authorizer: Arc<dyn watch::WatchAuthorizer> = Arc::new(
-        move |credentials: Credentials<'_>, key: &[u8], range_end: &[u8]| {
-            authorizer_server
-                .access(credentials)
-                .and_then(|a| a.read(key, range_end))
-        },
-    );
-    let watch = watch::WatchService::new(server.hub.clone(), header, watch_config)
-        .with_authorizer(authorizer)
+    let watch_service = watch_service(&server, max_recv);
+    let watch = watch_service
+        .clone()
         .into_server()
         .max_decoding_message_size(max_recv)
         .max_encoding_message_size(usize::MAX);
@@ -125,6 +112,7 @@ pub fn router(server: Arc<EtcdServer>) -> Router {
         .into_axum_router();
     let stats = server.grpc_stats.clone();
     let routes = grpc
+        .merge(gateway::routes(server.clone(), watch_service))
         .merge(http::routes(server))
         .fallback(http::fallback)
         .layer(axum::middleware::from_fn_with_state(
@@ -135,6 +123,27 @@ pub fn router(server: Arc<EtcdServer>) -> Router {
         .tcp_nodelay(true)
         .accept_http1(true)
         .add_routes(Routes::from(routes))
+}
+
+/// The Watch service over the server's hub, checking each watch against the caller's
+/// permissions.
+fn watch_service(server: &Arc<EtcdServer>, max_recv: usize) -> watch::WatchService {
+    let header_server = server.clone();
+    let header: Arc<dyn watch::HeaderSource> =
+        Arc::new(move |revision: i64| header_server.header(revision));
+    let watch_config = watch::WatchServiceConfig {
+        progress_interval: server.options.watch_progress_notify_interval,
+        max_response_bytes: max_recv,
+    };
+    let authorizer_server = server.clone();
+    let authorizer: Arc<dyn watch::WatchAuthorizer> = Arc::new(
+        move |credentials: Credentials<'_>, key: &[u8], range_end: &[u8]| {
+            authorizer_server
+                .access(credentials)
+                .and_then(|a| a.read(key, range_end))
+        },
+    );
+    watch::WatchService::new(server.hub.clone(), header, watch_config).with_authorizer(authorizer)
 }
 
 /// grpc.health.v1: the server ("") is SERVING while a leader is known, NOT_SERVING

@@ -638,6 +638,51 @@ check "GET /metrics has etcd_mvcc_db_total_size_in_bytes" "a line etcd_mvcc_db_t
 http_get /no-such-path
 check "GET an unknown path" "404" test "$HTTP_CODE" = 404
 
+# http_post PATH BODY [CURL ARGS...]: a JSON POST on the client port (etcd's grpc-gateway);
+# sets CMD, OUT (the body), RC and HTTP_CODE.
+http_post() {
+    local path="$1" body="$2"
+    shift 2
+    CMD="curl -X POST $CLIENT_URL$path -d '$body'"
+    OUT="$(curl -s -m 10 "${CURL_FLAGS[@]}" -X POST -w '\n%{http_code}' "$@" \
+        "$CLIENT_URL$path" -d "$body")"
+    RC=$?
+    HTTP_CODE="${OUT##*$'\n'}"
+    OUT="${OUT%$'\n'*}"
+    ERR=""
+}
+
+# JSON: proto field names, 64-bit integers as strings, bytes as base64 ("foo" is Zm9v,
+# "bar" YmFy).
+echo "== JSON gateway"
+http_post /v3/kv/put '{"key":"Zm9v","value":"YmFy"}'
+check "POST /v3/kv/put" '200 {"header":{...,"revision":"<n>",...}}' \
+    exited_and_matches 0 '^\{"header":\{"cluster_id":"[0-9]+","member_id":"[0-9]+","revision":"[0-9]+","raft_term":"[0-9]+"\}\}$'
+check "POST /v3/kv/put answers 200" "200" test "$HTTP_CODE" = 200
+http_post /v3/kv/range '{"key":"Zm9v"}'
+check "POST /v3/kv/range returns the value put" '"kvs":[{"key":"Zm9v",...,"value":"YmFy"}],"count":"1"' \
+    matches '"kvs":\[\{"key":"Zm9v","create_revision":"[0-9]+","mod_revision":"[0-9]+","version":"1","value":"YmFy"\}\],"count":"1"\}$'
+expect_out "etcdctl get sees the gateway's put" $'foo\nbar' get foo
+http_post /v3beta/kv/range '{"key":"Zm9v"}'
+check "POST /v3beta/kv/range (3.4 keeps the beta prefix)" '"value":"YmFy"' matches '"value":"YmFy"'
+http_post /v3/kv/deleterange '{"key":"Zm9v","prev_kv":true}'
+check "POST /v3/kv/deleterange with prev_kv" '"deleted":"1" and the old value' \
+    matches '"deleted":"1","prev_kvs":\[\{"key":"Zm9v",.*"value":"YmFy"\}\]\}$'
+http_post /v3/kv/range '{"key":'
+check "POST bad JSON" '400 with "code":3' exited_and_matches 0 '"code":3'
+check "POST bad JSON answers 400" "400" test "$HTTP_CODE" = 400
+http_post /v3/kv/put '{"value":"YmFy"}'
+check "POST /v3/kv/put without a key" '400 {"error":"etcdserver: key is not provided",...,"code":3}' \
+    test "$HTTP_CODE $OUT" = '400 {"error":"etcdserver: key is not provided","message":"etcdserver: key is not provided","code":3}'
+http_post /v3/lease/grant '{"TTL":30}'
+check "POST /v3/lease/grant" '"ID":"<n>","TTL":"30"' matches '"ID":"[0-9]+","TTL":"30"'
+http_post /v3/maintenance/status '{}'
+check "POST /v3/maintenance/status" '"version":"3.4.<patch>"' matches '"version":"3\.4\.[0-9]+"'
+http_post /v3/cluster/member/list '{}'
+check "POST /v3/cluster/member/list" "the member's client URL" matches "\"clientURLs\":\\[\"$CLIENT_URL\"\\]"
+http_post /v3/kv/nosuch '{}'
+check "POST an unknown /v3 path" "404" test "$HTTP_CODE" = 404
+
 # --- limits --------------------------------------------------------------------------
 
 echo "== limits"
@@ -722,6 +767,14 @@ expect_err "user list by a user without the root role" "etcdserver: permission d
     --user u:upw user list
 expect_err "user delete root while enabled" "etcdserver: invalid auth management" \
     --user root:rootpw user delete root
+http_post /v3/kv/range '{"key":"azE="}'
+check "gateway range without a token" '400 "etcdserver: user name is empty"' \
+    exited_and_matches 0 '^\{"error":"etcdserver: user name is empty",.*"code":3\}$'
+http_post /v3/auth/authenticate '{"name":"u","password":"upw"}'
+TOKEN="$(printf '%s' "$OUT" | sed -n 's/.*"token":"\([^"]*\)".*/\1/p')"
+check "gateway authenticate" '"token":"<token>"' test -n "$TOKEN"
+http_post /v3/kv/range '{"key":"azE="}' -H "Authorization: $TOKEN"
+check "gateway range with Authorization: <token>" '"value":"djI="' matches '"value":"djI="'
 HEALTH_FLAGS=(--user root:rootpw)
 stop_server
 start_server
@@ -801,6 +854,12 @@ expect_out "CN=root may get without --user" $'tk\ntv' get tk
 expect_out "CN=root may put without --user" "OK" put tk tv2
 CTL_FLAGS=(--cacert "$PKI/ca.pem" --cert "$PKI/nobody.pem" --key "$PKI/nobody-key.pem")
 expect_err "CN=nobody (no such user) is denied" "etcdserver: permission denied" get tk
+# The JSON gateway takes no identity from a certificate: etcd refuses one with a CN.
+CURL_FLAGS=(--cacert "$PKI/ca.pem" --cert "$PKI/root.pem" --key "$PKI/root-key.pem")
+http_post /v3/kv/range '{"key":"dGs="}'
+check "gateway range with a CN=root certificate is refused" \
+    "400 CommonName of client sending a request against gateway will be ignored and not used as expected" \
+    test "$HTTP_CODE ${OUT%$'\n'}" = "400 CommonName of client sending a request against gateway will be ignored and not used as expected"
 CTL_FLAGS=(--cacert "$PKI/ca.pem" --cert "$PKI/root.pem" --key "$PKI/root-key.pem")
 
 echo
