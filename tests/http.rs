@@ -275,6 +275,9 @@ async fn metrics_use_etcds_names_and_the_text_format() {
             <= value("etcd_mvcc_db_total_size_in_bytes")
     );
     assert_eq!(value("etcd_debugging_mvcc_keys_total"), 3.0);
+    // Pages freed by copy-on-write commits, counted by the same walk as the bytes in use.
+    let free = value("mnemo_backend_free_pages");
+    assert!(free >= 0.0 && free * 4096.0 <= value("etcd_mvcc_db_total_size_in_bytes"));
     assert_eq!(value("etcd_debugging_mvcc_current_revision"), 4.0);
     assert_eq!(value("etcd_server_quota_backend_bytes"), 2147483648.0);
     assert!([0.0, 1.0].contains(&value("mnemo_wal_io_uring")));

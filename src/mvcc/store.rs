@@ -34,17 +34,29 @@ use super::LeaseInfo;
 use crate::auth::{AuthState, UserEntry};
 use crate::error::{Error, Result};
 
-/// The cached figure of [`Store::db_size_in_use`]: (measured at, commit, bytes).
+/// The cached figures of [`Store::db_size_in_use`]: (measured at, commit, usage).
 #[derive(Debug, Default)]
 struct SizeInUse {
-    value: Option<(Instant, u64, u64)>,
+    value: Option<(Instant, u64, Usage)>,
     refreshing: bool,
 }
 
-/// Pages in use × page size, from the page file's statistics walk.
-fn measure_in_use(db: &Database) -> Option<u64> {
+/// How much of the page file is in use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Pages in use × page size.
+    pub in_use_bytes: u64,
+    /// Free pages below the high-water mark (reused by later commits).
+    pub free_pages: u64,
+}
+
+/// The page file's usage, from its statistics walk.
+fn measure_in_use(db: &Database) -> Option<Usage> {
     let s = db.stats().ok()?;
-    Some(s.page_count.saturating_sub(s.free_pages) * s.page_size)
+    Some(Usage {
+        in_use_bytes: s.page_count.saturating_sub(s.free_pages) * s.page_size,
+        free_pages: s.free_pages,
+    })
 }
 
 /// Everything readers share, replaced as a whole only by [`Store::restore_from`].
@@ -400,13 +412,21 @@ impl Store {
     /// than a few seconds, with commits since) is returned at once while a background
     /// thread measures again.
     pub fn db_size_in_use(&self) -> u64 {
+        self.usage().in_use_bytes
+    }
+
+    /// [`Store::db_size_in_use`] and the free pages, measured (and cached) together.
+    pub fn usage(&self) -> Usage {
         const MAX_AGE: Duration = Duration::from_secs(5);
         let db = self.db();
         let txn = db.last_txn();
         let mut c = self.size_in_use.lock();
         let Some((at, t, v)) = c.value else {
             drop(c);
-            let v = measure_in_use(&db).unwrap_or_else(|| db.file_len().unwrap_or(0));
+            let v = measure_in_use(&db).unwrap_or_else(|| Usage {
+                in_use_bytes: db.file_len().unwrap_or(0),
+                free_pages: 0,
+            });
             self.size_in_use.lock().value = Some((Instant::now(), txn, v));
             return v;
         };

@@ -126,10 +126,16 @@ impl EtcdServer {
             "Total size of the underlying database physically allocated in bytes.",
             db_size,
         );
+        let usage = self.store.usage();
         out.gauge(
             "etcd_mvcc_db_total_size_in_use_in_bytes",
             "Total size of the underlying database logically in use in bytes.",
-            self.store.db_size_in_use(),
+            usage.in_use_bytes,
+        );
+        out.gauge(
+            "mnemo_backend_free_pages",
+            "Free pages of the page file below its high-water mark, reused by later commits.",
+            usage.free_pages,
         );
         out.gauge(
             "etcd_debugging_mvcc_db_total_size_in_bytes",
