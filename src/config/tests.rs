@@ -198,6 +198,9 @@ fn https_needs_a_certificate() {
     );
     assert!(invalid(&["--peer-cert-file=c.pem"]).contains("--peer-key-file"));
     assert!(invalid(&["--peer-cert-allowed-cn=peer"]).contains("--peer-client-cert-auth"));
+    assert!(invalid(&["--auth-token=opaque"]).contains("auth: invalid auth options"));
+    let c = parse(&["--auth-token=jwt,pub-key=a.pub,priv-key=a,sign-method=RS256"]).unwrap();
+    assert!(c.warnings.iter().any(|w| w.starts_with("--auth-token=jwt")));
     let c = parse(&["--peer-cert-allowed-cn=peer", "--peer-client-cert-auth"]).unwrap();
     assert_eq!(c.peer_tls.allowed_cn.as_deref(), Some("peer"));
     let c = parse(&[
