@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Three-member compatibility check: the real etcdctl 3.4 (Debian's etcd-client) against a
 # cluster of three servers on 127.0.0.1: member list/add/promote/remove, move-leader,
-# endpoint status/hashkv/health --cluster, and writes after the leader is killed.
+# endpoint status/hashkv/health --cluster, writes after the leader is killed, and a
+# second cluster whose peers talk TLS (--peer-auto-tls).
 #
 # Usage: bash tools/compat/cluster.sh [--server PATH] [--keep]
 #   --server PATH  server binary (also: MNEMO_BIN). Default: `cargo build --release` of
@@ -82,18 +83,25 @@ for n in m1 m2 m3 m4; do
     CLIENT[$n]="http://127.0.0.1:$(free_port)"
     PEER[$n]="http://127.0.0.1:$(free_port)"
 done
+# A second cluster, t1-t3, runs its peer traffic over TLS (--peer-auto-tls).
+for n in t1 t2 t3; do
+    CLIENT[$n]="http://127.0.0.1:$(free_port)"
+    PEER[$n]="https://127.0.0.1:$(free_port)"
+done
 INITIAL="m1=${PEER[m1]},m2=${PEER[m2]},m3=${PEER[m3]}"
 ENDPOINTS="${CLIENT[m1]},${CLIENT[m2]},${CLIENT[m3]}"
 
-# start NAME STATE INITIAL_CLUSTER: starts a member in the background.
+# start NAME STATE INITIAL_CLUSTER [FLAGS...]: starts a member in the background.
 start() {
-    "$SERVER" --name "$1" --data-dir "$TMP/$1" \
-        --listen-client-urls "${CLIENT[$1]}" --advertise-client-urls "${CLIENT[$1]}" \
-        --listen-peer-urls "${PEER[$1]}" --initial-advertise-peer-urls "${PEER[$1]}" \
-        --initial-cluster "$3" --initial-cluster-state "$2" \
-        --initial-cluster-token compat-cluster \
-        >>"$TMP/$1.log" 2>&1 </dev/null &
-    PID[$1]=$!
+    local name="$1" state="$2" initial="$3"
+    shift 3
+    "$SERVER" --name "$name" --data-dir "$TMP/$name" \
+        --listen-client-urls "${CLIENT[$name]}" --advertise-client-urls "${CLIENT[$name]}" \
+        --listen-peer-urls "${PEER[$name]}" --initial-advertise-peer-urls "${PEER[$name]}" \
+        --initial-cluster "$initial" --initial-cluster-state "$state" \
+        --initial-cluster-token compat-cluster "$@" \
+        >>"$TMP/$name.log" 2>&1 </dev/null &
+    PID[$name]=$!
 }
 
 # healthy ENDPOINT SECONDS: waits until the endpoint reports healthy.
@@ -300,6 +308,34 @@ for _ in $(seq 1 100); do
     sleep 0.1
 done
 check "the restarted member catches up" "its local read sees the write" test "$caught" = 1
+
+# --- peer TLS ----------------------------------------------------------------------------
+
+TLS_INITIAL="t1=${PEER[t1]},t2=${PEER[t2]},t3=${PEER[t3]}"
+for n in t1 t2 t3; do
+    start "$n" new "$TLS_INITIAL" --peer-auto-tls
+done
+tls_up=1
+for n in t1 t2 t3; do
+    if ! healthy "${CLIENT[$n]}" 60; then
+        tls_up=0
+        echo "member $n of the TLS cluster did not become healthy; its log:"
+        tail -n 20 "$TMP/$n.log"
+    fi
+done
+check "a cluster with https peer URLs and --peer-auto-tls serves" "3 healthy members" \
+    test "$tls_up" = 1
+expect_match "member list shows the https peer URLs" \
+    "^([0-9a-f]+, started, t[123], https://127.0.0.1:[0-9]+, http://127.0.0.1:[0-9]+, false"$'\n'"?){3}$" \
+    "${CLIENT[t2]}" member list
+expect_match "a write through one member replicates over TLS" "^OK$" "${CLIENT[t1]}" put tls-key v
+replicated=0
+for _ in $(seq 1 100); do
+    ctl "${CLIENT[t3]}" get tls-key --consistency=s --print-value-only
+    if [ "$OUT" = v ]; then replicated=1; break; fi
+    sleep 0.1
+done
+check "the other members have it" "a serializable read on t3 sees it" test "$replicated" = 1
 
 echo
 echo "$PASSED passed, $FAILED failed"
