@@ -55,6 +55,7 @@ impl EtcdServer {
         // left: openraft refuses (and logs as an error) a change while another is in
         // flight, which the members of a new cluster publishing at once would hit.
         let _one_at_a_time = self.membership_changes.lock().await;
+        self.wait_membership_committed().await;
         let raft = self.raft.raft();
         let status = self.raft.status();
         if status.leader != Some(self.options.member_id) {
@@ -168,6 +169,29 @@ impl EtcdServer {
             Change::MoveLeader(target) => self.leader_move_leader(target).await?,
         }
         Ok(self.members())
+    }
+
+    /// Waits (up to the request timeout) until the latest membership is committed: a
+    /// new leader's first membership change would otherwise find the initial membership
+    /// still uncommitted and be refused.
+    async fn wait_membership_committed(&self) {
+        let deadline = tokio::time::Instant::now() + self.raft.request_timeout();
+        loop {
+            // The commit index first: never two borrows of raft's metrics at once.
+            let commit_index = self.raft.status().commit_index;
+            let membership_index = {
+                let m = self.raft.raft().metrics();
+                let m = m.borrow();
+                m.membership_config.log_id().map(|l| l.index)
+            };
+            if membership_index <= commit_index || tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(
+                self.options.heartbeat_ms.max(1) / 2 + 1,
+            ))
+            .await;
+        }
     }
 
     /// Hands leadership to `target`: once it has the whole log, this member stops its
