@@ -123,6 +123,8 @@ pub struct Config {
     pub warning_apply_duration: Duration,
     /// `--experimental-wal-io=pwrite`: the WAL never uses io_uring.
     pub wal_force_pwrite: bool,
+    /// `--experimental-backend-cache-bytes`: the page-file cache.
+    pub backend_cache_bytes: usize,
 
     /// Notes to log once logging is up: ignored flags, shadowed environment variables.
     pub warnings: Vec<String>,
@@ -585,6 +587,8 @@ impl Config {
             watch_progress_notify_interval: x.experimental_watch_progress_notify_interval,
             warning_apply_duration: x.experimental_warning_apply_duration,
             wal_force_pwrite: x.experimental_wal_io == "pwrite",
+            backend_cache_bytes: usize::try_from(x.experimental_backend_cache_bytes)
+                .unwrap_or(usize::MAX),
             name,
             warnings,
         })

@@ -40,6 +40,17 @@ const LOCAL: [&str; 10] = [
 ];
 
 #[test]
+fn backend_cache_size() {
+    assert_eq!(parse(&[]).unwrap().backend_cache_bytes, 256 << 20);
+    let c = parse(&["--experimental-backend-cache-bytes=67108864"]).unwrap();
+    assert_eq!(c.backend_cache_bytes, 64 << 20);
+    assert!(matches!(
+        parse(&["--experimental-backend-cache-bytes=lots"]),
+        Err(ConfigError::Clap(_))
+    ));
+}
+
+#[test]
 fn defaults_are_etcds() {
     let c = Config::default();
     assert_eq!(c.name, "default");

@@ -84,6 +84,8 @@ pub struct ServerOptions {
     pub watch_progress_notify_interval: Duration,
     /// Write the WAL with pwrite + fdatasync even where io_uring works.
     pub wal_force_pwrite: bool,
+    /// Bytes of page-file pages cached in memory.
+    pub backend_cache_bytes: usize,
     /// `--bcrypt-cost`: the cost of password hashes.
     pub bcrypt_cost: u32,
     /// `--auth-token-ttl`: how long an unused simple token stays valid.

@@ -186,6 +186,7 @@ impl ServerOptions {
             auto_compaction: config.auto_compaction,
             watch_progress_notify_interval: config.watch_progress_notify_interval,
             wal_force_pwrite: config.wal_force_pwrite,
+            backend_cache_bytes: config.backend_cache_bytes,
             bcrypt_cost: config.bcrypt_cost,
             auth_token_ttl: config.auth_token_ttl,
             client_cert_auth: config.client_tls.client_cert_auth,
@@ -267,7 +268,13 @@ pub async fn serve(
         .collect();
 
     let db_path = member_dir.join("db");
-    let store = Arc::new(tokio::task::block_in_place(|| Store::open(&db_path))?);
+    let db_options = mnemo_storage::DatabaseOptions {
+        cache_bytes: options.backend_cache_bytes,
+        ..Default::default()
+    };
+    let store = Arc::new(tokio::task::block_in_place(|| {
+        Store::open_with(&db_path, db_options)
+    })?);
     let hub = Arc::new(WatchHub::new(store.clone() as Arc<dyn History>));
     let lessor = Arc::new(Lessor::new(LessorConfig {
         min_ttl: min_ttl(options.heartbeat_ms, options.election_timeout_ms),
