@@ -90,7 +90,9 @@ USED_PORTS=" "
 free_port() {
     local port
     while :; do
-        port=$((20000 + RANDOM % 30000))
+        # Below Linux's ephemeral range (32768-60999): a port found free now is not
+        # taken later by some connection's local end.
+        port=$((20000 + RANDOM % 12000))
         case "$USED_PORTS" in *" $port "*) continue ;; esac
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             USED_PORTS="$USED_PORTS$port "

@@ -69,7 +69,9 @@ USED_PORTS=" "
 free_port() {
     local port
     while :; do
-        port=$((20000 + RANDOM % 30000))
+        # Below Linux's ephemeral range (32768-60999): a port found free now is not
+        # taken later by some connection's local end.
+        port=$((20000 + RANDOM % 12000))
         case "$USED_PORTS" in *" $port "*) continue ;; esac
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             USED_PORTS="$USED_PORTS$port "
@@ -83,11 +85,7 @@ for n in m1 m2 m3 m4; do
     CLIENT[$n]="http://127.0.0.1:$(free_port)"
     PEER[$n]="http://127.0.0.1:$(free_port)"
 done
-# A second cluster, t1-t3, runs its peer traffic over TLS (--peer-auto-tls).
-for n in t1 t2 t3; do
-    CLIENT[$n]="http://127.0.0.1:$(free_port)"
-    PEER[$n]="https://127.0.0.1:$(free_port)"
-done
+
 INITIAL="m1=${PEER[m1]},m2=${PEER[m2]},m3=${PEER[m3]}"
 ENDPOINTS="${CLIENT[m1]},${CLIENT[m2]},${CLIENT[m3]}"
 
@@ -311,6 +309,11 @@ check "the restarted member catches up" "its local read sees the write" test "$c
 
 # --- peer TLS ----------------------------------------------------------------------------
 
+# A second cluster, t1-t3, runs its peer traffic over TLS (--peer-auto-tls).
+for n in t1 t2 t3; do
+    CLIENT[$n]="http://127.0.0.1:$(free_port)"
+    PEER[$n]="https://127.0.0.1:$(free_port)"
+done
 TLS_INITIAL="t1=${PEER[t1]},t2=${PEER[t2]},t3=${PEER[t3]}"
 for n in t1 t2 t3; do
     start "$n" new "$TLS_INITIAL" --peer-auto-tls
