@@ -113,9 +113,7 @@ async fn login(auth: &mut AuthClient<Channel>, name: &str, pw: &str) -> String {
 
 /// Adds root (with the root role) and enables auth; returns root's token.
 async fn enable_with_root(auth: &mut AuthClient<Channel>) -> String {
-    add_user(auth, None, "root", "rootpw").await;
-    grant_role(auth, None, "root", "root").await;
-    auth.auth_enable(AuthEnableRequest {}).await.unwrap();
+    common::enable_auth_with_root(auth, "rootpw").await;
     login(auth, "root", "rootpw").await
 }
 

@@ -11,9 +11,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::{http_post, http_request, HttpResponse, MnemoProcess};
-use mnemo_proto::etcdserverpb::{
-    AuthEnableRequest, AuthUserAddRequest, AuthUserGrantRoleRequest, PutRequest, RangeRequest,
-};
+use mnemo_proto::etcdserverpb::{PutRequest, RangeRequest};
 use serde_json::{json, Value};
 
 fn post(m: &MnemoProcess, path: &str, body: &str) -> HttpResponse {
@@ -461,21 +459,7 @@ fn watchers(m: &MnemoProcess) -> u64 {
 async fn auth_over_json_uses_the_authorization_header() {
     let m = MnemoProcess::start(&["--bcrypt-cost=4"]);
     let addr = m.client_addr();
-    let mut auth = m.auth().await;
-    auth.user_add(AuthUserAddRequest {
-        name: "root".into(),
-        password: "rootpw".into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    auth.user_grant_role(AuthUserGrantRoleRequest {
-        user: "root".into(),
-        role: "root".into(),
-    })
-    .await
-    .unwrap();
-    auth.auth_enable(AuthEnableRequest {}).await.unwrap();
+    common::enable_auth_with_root(&mut m.auth().await, "rootpw").await;
 
     let r = post(&m, "/v3/kv/range", r#"{"key":"Zm9v"}"#);
     assert_eq!(r.status, 400);

@@ -13,9 +13,7 @@ use common::certs::{Ca, Issued};
 use common::MnemoProcess;
 use mnemo_proto::etcdserverpb::auth_client::AuthClient;
 use mnemo_proto::etcdserverpb::kv_client::KvClient;
-use mnemo_proto::etcdserverpb::{
-    AuthEnableRequest, AuthUserAddRequest, AuthUserGrantRoleRequest, PutRequest, RangeRequest,
-};
+use mnemo_proto::etcdserverpb::{PutRequest, RangeRequest};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::Code;
@@ -171,21 +169,7 @@ async fn certificate_common_name_is_the_auth_user() {
     let as_root = connect(&url, trusting(&ca.pem()).identity(root.identity()))
         .await
         .unwrap();
-    let mut auth = AuthClient::new(as_root.clone());
-    auth.user_add(AuthUserAddRequest {
-        name: "root".to_string(),
-        password: "rootpw".to_string(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    auth.user_grant_role(AuthUserGrantRoleRequest {
-        user: "root".to_string(),
-        role: "root".to_string(),
-    })
-    .await
-    .unwrap();
-    auth.auth_enable(AuthEnableRequest {}).await.unwrap();
+    common::enable_auth_with_root(&mut AuthClient::new(as_root.clone()), "rootpw").await;
 
     // No token: the certificate's CN, root, is the user.
     let mut kv = KvClient::new(as_root);
@@ -367,21 +351,7 @@ async fn json_gateway_refuses_a_common_name_while_auth_is_on() {
     let as_root = connect(&url, trusting(&ca.pem()).identity(root.identity()))
         .await
         .unwrap();
-    let mut auth = AuthClient::new(as_root);
-    auth.user_add(AuthUserAddRequest {
-        name: "root".to_string(),
-        password: "rootpw".to_string(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    auth.user_grant_role(AuthUserGrantRoleRequest {
-        user: "root".to_string(),
-        role: "root".to_string(),
-    })
-    .await
-    .unwrap();
-    auth.auth_enable(AuthEnableRequest {}).await.unwrap();
+    common::enable_auth_with_root(&mut AuthClient::new(as_root), "rootpw").await;
 
     let login = r#"{"name":"root","password":"rootpw"}"#;
     let refused = "\r\n\r\nCommonName of client sending a request against gateway will be ignored and not used as expected\n";

@@ -82,37 +82,14 @@ struct Gateway {
     max_body: usize,
 }
 
-/// A unary method: `$svc.$method`.
-macro_rules! unary {
-    ($svc:ident . $method:ident) => {
+/// The route of one method: `call!(unary, kv.range)` runs `g.kv.range` through the
+/// handler for its call type (`unary`, `server_stream` or `bidi_stream`).
+macro_rules! call {
+    ($kind:ident, $svc:ident . $method:ident) => {
         route(post(
             |State(g): State<Arc<Gateway>>, req: Request<Body>| async move {
                 let svc = g.$svc.clone();
-                unary(&g, req, move |r| async move { svc.$method(r).await }).await
-            },
-        ))
-    };
-}
-
-/// A method with a streaming response and a single request.
-macro_rules! server_stream {
-    ($svc:ident . $method:ident) => {
-        route(post(
-            |State(g): State<Arc<Gateway>>, req: Request<Body>| async move {
-                let svc = g.$svc.clone();
-                server_stream(&g, req, move |r| async move { svc.$method(r).await }).await
-            },
-        ))
-    };
-}
-
-/// A method streaming both ways.
-macro_rules! bidi_stream {
-    ($svc:ident . $method:ident) => {
-        route(post(
-            |State(g): State<Arc<Gateway>>, req: Request<Body>| async move {
-                let svc = g.$svc.clone();
-                bidi_stream(&g, req, move |r| async move { svc.$method(r).await }).await
+                $kind(&g, req, move |r| async move { svc.$method(r).await }).await
             },
         ))
     };
@@ -152,64 +129,88 @@ pub fn routes(server: Arc<EtcdServer>, watch: watch::WatchService) -> Router {
     // etcd 3.4's `google.api.http` paths (api/etcdserverpb/rpc.proto, v3lock.proto,
     // v3election.proto), plus 3.5's `/v3/auth/status` and `/v3/maintenance/hashkv`.
     let methods: Router<Arc<Gateway>> = Router::new()
-        .route("/kv/range", unary!(kv.range))
-        .route("/kv/put", unary!(kv.put))
-        .route("/kv/deleterange", unary!(kv.delete_range))
-        .route("/kv/txn", unary!(kv.txn))
-        .route("/kv/compaction", unary!(kv.compact))
-        .route("/watch", bidi_stream!(watch.watch))
-        .route("/lease/grant", unary!(lease.lease_grant))
-        .route("/lease/revoke", unary!(lease.lease_revoke))
-        .route("/kv/lease/revoke", unary!(lease.lease_revoke))
-        .route("/lease/keepalive", bidi_stream!(lease.lease_keep_alive))
-        .route("/lease/timetolive", unary!(lease.lease_time_to_live))
-        .route("/kv/lease/timetolive", unary!(lease.lease_time_to_live))
-        .route("/lease/leases", unary!(lease.lease_leases))
-        .route("/kv/lease/leases", unary!(lease.lease_leases))
-        .route("/cluster/member/add", unary!(cluster.member_add))
-        .route("/cluster/member/remove", unary!(cluster.member_remove))
-        .route("/cluster/member/update", unary!(cluster.member_update))
-        .route("/cluster/member/list", unary!(cluster.member_list))
-        .route("/cluster/member/promote", unary!(cluster.member_promote))
-        .route("/maintenance/alarm", unary!(maintenance.alarm))
-        .route("/maintenance/status", unary!(maintenance.status))
-        .route("/maintenance/defragment", unary!(maintenance.defragment))
+        .route("/kv/range", call!(unary, kv.range))
+        .route("/kv/put", call!(unary, kv.put))
+        .route("/kv/deleterange", call!(unary, kv.delete_range))
+        .route("/kv/txn", call!(unary, kv.txn))
+        .route("/kv/compaction", call!(unary, kv.compact))
+        .route("/watch", call!(bidi_stream, watch.watch))
+        .route("/lease/grant", call!(unary, lease.lease_grant))
+        .route("/lease/revoke", call!(unary, lease.lease_revoke))
+        .route("/kv/lease/revoke", call!(unary, lease.lease_revoke))
+        .route(
+            "/lease/keepalive",
+            call!(bidi_stream, lease.lease_keep_alive),
+        )
+        .route("/lease/timetolive", call!(unary, lease.lease_time_to_live))
+        .route(
+            "/kv/lease/timetolive",
+            call!(unary, lease.lease_time_to_live),
+        )
+        .route("/lease/leases", call!(unary, lease.lease_leases))
+        .route("/kv/lease/leases", call!(unary, lease.lease_leases))
+        .route("/cluster/member/add", call!(unary, cluster.member_add))
+        .route(
+            "/cluster/member/remove",
+            call!(unary, cluster.member_remove),
+        )
+        .route(
+            "/cluster/member/update",
+            call!(unary, cluster.member_update),
+        )
+        .route("/cluster/member/list", call!(unary, cluster.member_list))
+        .route(
+            "/cluster/member/promote",
+            call!(unary, cluster.member_promote),
+        )
+        .route("/maintenance/alarm", call!(unary, maintenance.alarm))
+        .route("/maintenance/status", call!(unary, maintenance.status))
+        .route(
+            "/maintenance/defragment",
+            call!(unary, maintenance.defragment),
+        )
         // etcd 3.4 binds both Hash and HashKV to `/v3/maintenance/hash`; grpc-gateway
         // v1 runs the one registered first, Hash. 3.5 moved HashKV to `/hashkv`.
-        .route("/maintenance/hash", unary!(maintenance.hash))
-        .route("/maintenance/hashkv", unary!(maintenance.hash_kv))
+        .route("/maintenance/hash", call!(unary, maintenance.hash))
+        .route("/maintenance/hashkv", call!(unary, maintenance.hash_kv))
         .route(
             "/maintenance/snapshot",
-            server_stream!(maintenance.snapshot),
+            call!(server_stream, maintenance.snapshot),
         )
         .route(
             "/maintenance/transfer-leadership",
-            unary!(maintenance.move_leader),
+            call!(unary, maintenance.move_leader),
         )
-        .route("/auth/enable", unary!(auth.auth_enable))
-        .route("/auth/disable", unary!(auth.auth_disable))
-        .route("/auth/status", unary!(auth.auth_status))
-        .route("/auth/authenticate", unary!(auth.authenticate))
-        .route("/auth/user/add", unary!(auth.user_add))
-        .route("/auth/user/get", unary!(auth.user_get))
-        .route("/auth/user/list", unary!(auth.user_list))
-        .route("/auth/user/delete", unary!(auth.user_delete))
-        .route("/auth/user/changepw", unary!(auth.user_change_password))
-        .route("/auth/user/grant", unary!(auth.user_grant_role))
-        .route("/auth/user/revoke", unary!(auth.user_revoke_role))
-        .route("/auth/role/add", unary!(auth.role_add))
-        .route("/auth/role/get", unary!(auth.role_get))
-        .route("/auth/role/list", unary!(auth.role_list))
-        .route("/auth/role/delete", unary!(auth.role_delete))
-        .route("/auth/role/grant", unary!(auth.role_grant_permission))
-        .route("/auth/role/revoke", unary!(auth.role_revoke_permission))
-        .route("/lock/lock", unary!(lock.lock))
-        .route("/lock/unlock", unary!(lock.unlock))
-        .route("/election/campaign", unary!(election.campaign))
-        .route("/election/proclaim", unary!(election.proclaim))
-        .route("/election/leader", unary!(election.leader))
-        .route("/election/observe", server_stream!(election.observe))
-        .route("/election/resign", unary!(election.resign));
+        .route("/auth/enable", call!(unary, auth.auth_enable))
+        .route("/auth/disable", call!(unary, auth.auth_disable))
+        .route("/auth/status", call!(unary, auth.auth_status))
+        .route("/auth/authenticate", call!(unary, auth.authenticate))
+        .route("/auth/user/add", call!(unary, auth.user_add))
+        .route("/auth/user/get", call!(unary, auth.user_get))
+        .route("/auth/user/list", call!(unary, auth.user_list))
+        .route("/auth/user/delete", call!(unary, auth.user_delete))
+        .route(
+            "/auth/user/changepw",
+            call!(unary, auth.user_change_password),
+        )
+        .route("/auth/user/grant", call!(unary, auth.user_grant_role))
+        .route("/auth/user/revoke", call!(unary, auth.user_revoke_role))
+        .route("/auth/role/add", call!(unary, auth.role_add))
+        .route("/auth/role/get", call!(unary, auth.role_get))
+        .route("/auth/role/list", call!(unary, auth.role_list))
+        .route("/auth/role/delete", call!(unary, auth.role_delete))
+        .route("/auth/role/grant", call!(unary, auth.role_grant_permission))
+        .route(
+            "/auth/role/revoke",
+            call!(unary, auth.role_revoke_permission),
+        )
+        .route("/lock/lock", call!(unary, lock.lock))
+        .route("/lock/unlock", call!(unary, lock.unlock))
+        .route("/election/campaign", call!(unary, election.campaign))
+        .route("/election/proclaim", call!(unary, election.proclaim))
+        .route("/election/leader", call!(unary, election.leader))
+        .route("/election/observe", call!(server_stream, election.observe))
+        .route("/election/resign", call!(unary, election.resign));
     let mut router = Router::new();
     for prefix in PREFIXES {
         router = router.nest(prefix, methods.clone());

@@ -541,6 +541,28 @@ fn dechunk(mut rest: &str) -> String {
     }
 }
 
+/// Adds the user root with `password` and the root role, then enables auth (etcd's
+/// order: auth cannot be enabled without root).
+pub async fn enable_auth_with_root(auth: &mut AuthClient<Channel>, password: &str) {
+    use mnemo_proto::etcdserverpb::{
+        AuthEnableRequest, AuthUserAddRequest, AuthUserGrantRoleRequest,
+    };
+    auth.user_add(AuthUserAddRequest {
+        name: "root".into(),
+        password: password.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    auth.user_grant_role(AuthUserGrantRoleRequest {
+        user: "root".into(),
+        role: "root".into(),
+    })
+    .await
+    .unwrap();
+    auth.auth_enable(AuthEnableRequest {}).await.unwrap();
+}
+
 /// A cluster of `mnemo` processes on 127.0.0.1, bootstrapped together.
 #[derive(Debug)]
 pub struct MnemoCluster {
