@@ -170,10 +170,10 @@ pub async fn count_calls(
     req: Request,
     next: Next,
 ) -> Response {
-    let path = req.uri().path().to_string();
-    if !stats.methods.contains_key(&path) {
+    if !stats.methods.contains_key(req.uri().path()) {
         return next.run(req).await;
     }
+    let path = req.uri().path().to_string();
     let resp = next.run(req).await;
     // An error answered without a body: the status is in the headers.
     if let Some(code) = status_of(resp.headers()) {

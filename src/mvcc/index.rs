@@ -57,7 +57,8 @@ pub enum RevList {
     Many(Box<Chunked>),
 }
 
-/// The revisions of a [`RevList::Many`]: full chunks (never empty), then the rest.
+/// The revisions of a [`RevList::Many`]: chunks of exactly [`CHUNK`] revisions, then the
+/// rest (fewer than [`CHUNK`]).
 #[derive(Debug, Clone, Default)]
 pub struct Chunked {
     sealed: Vec<Arc<[IndexRev]>>,
@@ -130,7 +131,10 @@ impl RevList {
                 let full = c
                     .sealed
                     .partition_point(|chunk| chunk.last().is_some_and(&pred));
-                let before: usize = c.sealed[..full].iter().map(|chunk| chunk.len()).sum();
+                // Every sealed chunk holds exactly CHUNK revisions (`push` and `from_vec`
+                // seal only full ones), so the count before chunk `full` is arithmetic.
+                debug_assert!(c.sealed.iter().all(|chunk| chunk.len() == CHUNK));
+                let before = full * CHUNK;
                 let slice: &[IndexRev] = c.sealed.get(full).map_or(&c.tail, |chunk| chunk);
                 let n = slice.partition_point(&pred);
                 let last = match n {
