@@ -86,21 +86,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-USED_PORTS=" "
-free_port() {
-    local port
-    while :; do
-        # Below Linux's ephemeral range (32768-60999): a port found free now is not
-        # taken later by some connection's local end.
-        port=$((20000 + RANDOM % 12000))
-        case "$USED_PORTS" in *" $port "*) continue ;; esac
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            USED_PORTS="$USED_PORTS$port "
-            echo "$port"
-            return
-        fi
-    done
-}
+# shellcheck source=tools/compat/ports.sh
+. "$ROOT/tools/compat/ports.sh"
 
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 
