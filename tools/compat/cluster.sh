@@ -152,6 +152,16 @@ check() {
 
 lines() { printf '%s\n' "$OUT" | grep -c .; }
 
+# sees ENDPOINT KEY VALUE: within 10 s, a serializable read there returns VALUE.
+sees() {
+    for _ in $(seq 1 100); do
+        ctl "$1" get "$2" --consistency=s --print-value-only
+        if [ "$OUT" = "$3" ]; then return 0; fi
+        sleep 0.1
+    done
+    return 1
+}
+
 # The member id (hex) of the endpoint that `endpoint status` calls leader.
 leader_id() {
     ctl "$ENDPOINTS" endpoint status
@@ -286,13 +296,8 @@ expect_match "the write is readable through the other member" $'^after-failover\
 start "$DOWN" new "$INITIAL"
 if healthy "${CLIENT[$DOWN]}" 60; then pass "the killed leader restarts"; else
     FAILED=$((FAILED + 1)); echo "FAIL  the killed leader restarts"; tail -n 20 "$TMP/$DOWN.log"; fi
-caught=0
-for _ in $(seq 1 100); do
-    ctl "${CLIENT[$DOWN]}" get after-failover --consistency=s --print-value-only
-    if [ "$OUT" = yes ]; then caught=1; break; fi
-    sleep 0.1
-done
-check "the restarted member catches up" "its local read sees the write" test "$caught" = 1
+check "the restarted member catches up" "its local read sees the write" \
+    sees "${CLIENT[$DOWN]}" after-failover yes
 
 # --- peer TLS ----------------------------------------------------------------------------
 
@@ -319,13 +324,8 @@ expect_match "member list shows the https peer URLs" \
     "^([0-9a-f]+, started, t[123], https://127.0.0.1:[0-9]+, http://127.0.0.1:[0-9]+, false"$'\n'"?){3}$" \
     "${CLIENT[t2]}" member list
 expect_match "a write through one member replicates over TLS" "^OK$" "${CLIENT[t1]}" put tls-key v
-replicated=0
-for _ in $(seq 1 100); do
-    ctl "${CLIENT[t3]}" get tls-key --consistency=s --print-value-only
-    if [ "$OUT" = v ]; then replicated=1; break; fi
-    sleep 0.1
-done
-check "the other members have it" "a serializable read on t3 sees it" test "$replicated" = 1
+check "the other members have it" "a serializable read on t3 sees it" \
+    sees "${CLIENT[t3]}" tls-key v
 
 echo
 echo "$PASSED passed, $FAILED failed"
