@@ -11,8 +11,9 @@
 //! are checked (range revisions, `ignore_value`/`ignore_lease`, leases) against the same
 //! state; then the operations run in order, each seeing the writes of the earlier ones.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use mnemo_proto::etcdserverpb::alarm_request::AlarmAction;
 use mnemo_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
@@ -28,7 +29,7 @@ use mnemo_proto::etcdserverpb::{
 use mnemo_proto::mvccpb::{event::EventType, Event, KeyValue};
 use mnemo_storage::{Durability, WriteTransaction};
 
-use super::index::{IndexRev, IndexView, KeyEntry, KeyRange, Layer, Layered};
+use super::index::{IndexKey, IndexRev, IndexView, KeyEntry, KeyRange, Layer, Layered};
 use super::range::{self, header};
 use super::record::{
     self, Record, ALARM_TABLE, AUTH_TABLE, KV_TABLE, LEASE_TABLE, META_COMPACT_REV,
@@ -43,6 +44,10 @@ use crate::error::{Error, Result};
 
 /// etcd's largest lease TTL, in seconds.
 pub const MAX_LEASE_TTL: i64 = 9_000_000_000;
+
+/// Keys a range delete gathers from the index at a time: a prefix delete of many keys
+/// holds one piece of them beyond what it stages.
+pub(super) const DELETE_PIECE: usize = 1024;
 
 /// What a batch changed, not yet visible to readers.
 #[derive(Debug)]
@@ -72,6 +77,8 @@ pub struct Applier<'a> {
     batch: Batch,
     start_rev: i64,
     start_compact: i64,
+    /// Whether the batch lists its events: the watch hub had watchers when it began.
+    record_events: bool,
     /// Whether events carry prev_kv: some watcher asked for it when the batch began.
     fill_prev: bool,
     /// Set when storage failed mid-batch: the batch can only be dropped.
@@ -84,11 +91,45 @@ struct TxnCtx {
     /// Store revision before the command.
     begin: i64,
     staged: Layer,
-    /// Value each key was last given by this command.
-    written: HashMap<Vec<u8>, KeyValue>,
-    /// The command's changes as events, in sub-revision order: change `i` has revision
-    /// `(begin + 1, i)`. A delete's kv holds only the key and mod revision.
-    changes: Vec<Event>,
+    /// The command's changes in sub-revision order: change `i` has revision
+    /// `(begin + 1, i)`.
+    changes: Vec<Change>,
+}
+
+/// One staged change; `prev` is the previous value when the batch's events carry it.
+/// Values are boxed so that a delete's change, the common one in a big command, takes
+/// three words.
+#[derive(Debug)]
+enum Change {
+    Put {
+        kv: Box<KeyValue>,
+        prev: Option<Box<KeyValue>>,
+    },
+    Delete {
+        key: IndexKey,
+        prev: Option<Box<KeyValue>>,
+    },
+}
+
+impl Change {
+    fn into_event(self, main: i64) -> Event {
+        match self {
+            Change::Put { kv, prev } => Event {
+                r#type: EventType::Put as i32,
+                kv: Some(*kv),
+                prev_kv: prev.map(|p| *p),
+            },
+            Change::Delete { key, prev } => Event {
+                r#type: EventType::Delete as i32,
+                kv: Some(KeyValue {
+                    key: key.to_vec(),
+                    mod_revision: main,
+                    ..Default::default()
+                }),
+                prev_kv: prev.map(|p| *p),
+            },
+        }
+    }
 }
 
 impl TxnCtx {
@@ -96,7 +137,6 @@ impl TxnCtx {
         TxnCtx {
             begin,
             staged: Layer::new(),
-            written: HashMap::new(),
             changes: Vec::new(),
         }
     }
@@ -134,7 +174,8 @@ impl Store {
             )
         };
         let wtx = db.begin_write()?;
-        let fill_prev = self.prev_kv_watchers.load(Ordering::Acquire) != 0;
+        let record_events = self.watchers.load(Ordering::Acquire) != 0;
+        let fill_prev = record_events && self.prev_kv_watchers.load(Ordering::Acquire) != 0;
         Ok(Applier {
             store: self,
             _apply: guard,
@@ -154,6 +195,7 @@ impl Store {
             },
             start_rev: current_rev,
             start_compact: compact_rev,
+            record_events,
             fill_prev,
             failed: None,
         })
@@ -235,6 +277,7 @@ impl Applier<'_> {
             start_rev,
             start_compact,
             failed,
+            record_events,
             fill_prev,
         } = self;
         if let Some(e) = failed {
@@ -276,7 +319,7 @@ impl Applier<'_> {
         // the merge: the shared index changes only under the apply gate, which this batch
         // holds.
         let mut keys = batch.keys;
-        let mut compacted: Vec<(Vec<u8>, KeyEntry)> = Vec::new();
+        let mut compacted: Vec<(IndexKey, KeyEntry)> = Vec::new();
         let mut dropped = Vec::new();
         if batch.compacted {
             let at = batch.compact_rev;
@@ -288,7 +331,7 @@ impl Applier<'_> {
                 if e.needs_compaction(at) && !keys.contains_key(k) {
                     let mut e = e.clone();
                     e.compact(at, &mut dropped);
-                    compacted.push((k.to_vec(), e));
+                    compacted.push((Arc::clone(k), e));
                 }
             }
             dropped.sort_unstable();
@@ -361,6 +404,7 @@ impl Applier<'_> {
             revision: batch.current_rev,
             leases_granted: batch.granted,
             leases_revoked: batch.revoked,
+            events_omitted: !record_events,
             prev_kv_omitted: !fill_prev,
             restored: false,
         })
@@ -436,9 +480,12 @@ impl Applier<'_> {
     fn kv_at(&mut self, t: Option<&TxnCtx>, key: &[u8], rev: IndexRev) -> Result<KeyValue> {
         if let Some(t) = t {
             if rev.main == t.begin + 1 {
-                return t.written.get(key).cloned().ok_or_else(|| {
-                    internal("mvcc: staged revision without a staged value".to_string())
-                });
+                return match t.changes.get(rev.sub as usize) {
+                    Some(Change::Put { kv, .. }) if kv.key == key => Ok(KeyValue::clone(kv)),
+                    _ => Err(internal(
+                        "mvcc: staged revision without a staged value".to_string(),
+                    )),
+                };
             }
         }
         let table = self.wtx.table(KV_TABLE)?;
@@ -482,12 +529,17 @@ impl Applier<'_> {
 
     // ---- staging writes ----
 
-    fn staged_entry(&self, t: &TxnCtx, key: &[u8]) -> KeyEntry {
-        self.with_view(Some(t), |v| v.get(key).cloned().unwrap_or_default())
+    /// The key's entry as `t` sees it, under the index's copy of the key (a new one for
+    /// a key the index does not hold).
+    fn staged_entry(&self, t: &TxnCtx, key: &[u8]) -> (IndexKey, KeyEntry) {
+        self.with_view(Some(t), |v| match v.get_key_value(key) {
+            Some((k, e)) => (Arc::clone(k), e.clone()),
+            None => (IndexKey::from(key), KeyEntry::default()),
+        })
     }
 
     fn stage_put(&mut self, t: &mut TxnCtx, req: &PutRequest) -> Result<PutResponse> {
-        let mut entry = self.staged_entry(t, &req.key);
+        let (key, mut entry) = self.staged_entry(t, &req.key);
         let prev = match entry.live() {
             Some(r) => Some(self.kv_at(Some(t), &req.key, r)?),
             None => None,
@@ -506,7 +558,7 @@ impl Applier<'_> {
         };
         let rev = t.next_rev();
         let (create, version) = entry.put(rev, lease);
-        t.staged.insert(req.key.clone(), entry);
+        t.staged.insert(key, entry);
         let kv = KeyValue {
             key: req.key.clone(),
             create_revision: create,
@@ -515,11 +567,13 @@ impl Applier<'_> {
             value,
             lease,
         };
-        t.written.insert(req.key.clone(), kv.clone());
-        t.changes.push(Event {
-            r#type: EventType::Put as i32,
-            kv: Some(kv),
-            prev_kv: if self.fill_prev { prev.clone() } else { None },
+        t.changes.push(Change::Put {
+            kv: Box::new(kv),
+            prev: if self.fill_prev {
+                prev.clone().map(Box::new)
+            } else {
+                None
+            },
         });
         Ok(PutResponse {
             header: Some(header(rev.main)),
@@ -529,57 +583,62 @@ impl Applier<'_> {
 
     /// Deletes every live key in `range`: the number deleted, and their previous values
     /// when `want_prevs`. Previous values are read only for that or for the events.
+    /// Keys are gathered [`DELETE_PIECE`] at a time, each piece resuming after the last.
     fn stage_delete(
         &mut self,
         t: &mut TxnCtx,
         range: &KeyRange,
         want_prevs: bool,
     ) -> Result<(i64, Vec<KeyValue>)> {
-        let victims: Vec<(Vec<u8>, IndexRev, KeyEntry)> = self.with_view(Some(t), |v| {
-            let mut out = Vec::new();
-            v.visit(range, &mut |k, e| {
-                if let Some(r) = e.live() {
-                    out.push((k.to_vec(), r, e.clone()));
-                }
-                true
+        let mut deleted = 0i64;
+        let mut prevs = Vec::new();
+        let mut rest = range.clone();
+        loop {
+            let piece: Vec<(IndexKey, IndexRev, KeyEntry)> = self.with_view(Some(t), |v| {
+                let mut out = Vec::new();
+                v.visit(&rest, &mut |k, e| {
+                    if let Some(r) = e.live() {
+                        out.push((Arc::clone(k), r, e.clone()));
+                    }
+                    out.len() < DELETE_PIECE
+                });
+                out
             });
-            out
-        });
-        let deleted = victims.len() as i64;
-        let mut prevs = Vec::with_capacity(if want_prevs { victims.len() } else { 0 });
-        t.changes.reserve(victims.len());
-        for (key, r, mut entry) in victims {
-            let prev = if want_prevs || self.fill_prev {
-                Some(self.kv_at(Some(t), &key, r)?)
-            } else {
-                None
+            let resume = match piece.last() {
+                Some((k, ..)) if piece.len() == DELETE_PIECE => Some(range.after(k)),
+                _ => None,
             };
-            let rev = t.next_rev();
-            entry.delete(rev);
-            t.staged.insert(key.clone(), entry);
-            t.written.remove(&key);
-            let prev = match (want_prevs, self.fill_prev) {
-                (true, true) => {
-                    prevs.extend(prev.clone());
-                    prev
-                }
-                (true, false) => {
-                    prevs.extend(prev);
+            deleted += piece.len() as i64;
+            for (key, r, mut entry) in piece {
+                let prev = if want_prevs || self.fill_prev {
+                    Some(self.kv_at(Some(t), &key, r)?)
+                } else {
                     None
-                }
-                (false, _) => prev,
-            };
-            t.changes.push(Event {
-                r#type: EventType::Delete as i32,
-                kv: Some(KeyValue {
+                };
+                let rev = t.next_rev();
+                entry.delete(rev);
+                t.staged.insert(Arc::clone(&key), entry);
+                let prev = match (want_prevs, self.fill_prev) {
+                    (true, true) => {
+                        prevs.extend(prev.clone());
+                        prev
+                    }
+                    (true, false) => {
+                        prevs.extend(prev);
+                        None
+                    }
+                    (false, _) => prev,
+                };
+                t.changes.push(Change::Delete {
                     key,
-                    mod_revision: rev.main,
-                    ..Default::default()
-                }),
-                prev_kv: prev,
-            });
+                    prev: prev.map(Box::new),
+                });
+            }
+            match resume {
+                Some(r) => rest = r,
+                None => return Ok((deleted, prevs)),
+            }
         }
-        Ok((deleted, prevs))
     }
 
     fn stage_delete_range(
@@ -597,34 +656,35 @@ impl Applier<'_> {
     }
 
     /// Moves a finished command's changes into the batch: history records into the page
-    /// file, entries into the batch layer, events into the batch's list.
+    /// file, entries into the batch layer, events (when the batch lists them) into the
+    /// batch's list.
     fn finish_txn(&mut self, t: TxnCtx) -> Result<()> {
         if t.changes.is_empty() {
             return Ok(());
         }
+        let main = t.begin + 1;
         let mut kv = self.wtx.open_table(KV_TABLE)?;
-        for (sub, ev) in t.changes.iter().enumerate() {
-            let rev = Revision::new(t.begin + 1, sub as i64);
-            let Some(c) = &ev.kv else {
-                return Err(internal("mvcc: staged event without a kv".to_string()));
-            };
-            let rec = if ev.r#type == EventType::Delete as i32 {
-                Record::tombstone(&c.key)
-            } else {
-                Record::put(&c.key, &c.value, c.create_revision, c.version, c.lease)
+        for (sub, c) in t.changes.iter().enumerate() {
+            let rev = Revision::new(main, sub as i64);
+            let rec = match c {
+                Change::Put { kv: v, .. } => {
+                    Record::put(&v.key, &v.value, v.create_revision, v.version, v.lease)
+                }
+                Change::Delete { key, .. } => Record::tombstone(key),
             };
             kv.insert(&rev.encode(), &rec.encode(rev))?;
         }
-        self.batch.current_rev = t.begin + 1;
+        self.batch.current_rev = main;
         if self.batch.keys.is_empty() {
             self.batch.keys = t.staged; // no second copy of a big command's entries
         } else {
             self.batch.keys.extend(t.staged);
         }
-        if self.batch.events.is_empty() {
-            self.batch.events = t.changes;
-        } else {
-            self.batch.events.extend(t.changes);
+        if self.record_events {
+            self.batch.events.reserve(t.changes.len());
+            self.batch
+                .events
+                .extend(t.changes.into_iter().map(|c| c.into_event(main)));
         }
         Ok(())
     }
@@ -877,9 +937,9 @@ impl Applier<'_> {
     }
 
     /// Keys attached to a lease as this batch sees them, in key order.
-    fn attached_keys(&self, id: i64) -> Vec<Vec<u8>> {
+    fn attached_keys(&self, id: i64) -> Vec<IndexKey> {
         let st = self.store.state.read();
-        let mut keys: Vec<Vec<u8>> = st
+        let mut keys: Vec<IndexKey> = st
             .lease_keys
             .get(&id)
             .map(|s| s.iter().cloned().collect())
@@ -912,7 +972,7 @@ impl Applier<'_> {
         // Every attached key goes in one revision, in key order.
         let mut t = TxnCtx::new(self.batch.current_rev);
         for key in self.attached_keys(req.id) {
-            self.stage_delete(&mut t, &KeyRange::Single(key), false)?;
+            self.stage_delete(&mut t, &KeyRange::Single(key.to_vec()), false)?;
         }
         self.finish_txn(t)?;
         self.wtx

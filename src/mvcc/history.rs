@@ -173,8 +173,9 @@ fn hash_history(p: &Pinned, upto: i64) -> Result<u32> {
 }
 
 impl History for Store {
-    fn set_prev_kv_watchers(&self, count: usize) {
-        self.prev_kv_watchers.store(count, Ordering::Release);
+    fn set_watcher_counts(&self, watchers: usize, prev_kv: usize) {
+        self.watchers.store(watchers, Ordering::Release);
+        self.prev_kv_watchers.store(prev_kv, Ordering::Release);
     }
 
     fn current_revision(&self) -> i64 {

@@ -43,7 +43,8 @@ impl IndexRev {
 const CHUNK: usize = 128;
 
 /// A key's kept revisions, ascending. Most keys have exactly one, held inline so the
-/// index needs no allocation for them beyond the key.
+/// index needs no allocation for them beyond the key. Two revisions (a key put then
+/// deleted or put again, until compaction) take one small allocation.
 ///
 /// A longer history is kept in chunks of [`CHUNK`] revisions shared between copies, then
 /// the newest ones: applying a write copies the key's entry into the batch's layer, and
@@ -54,6 +55,8 @@ pub enum RevList {
     #[default]
     Empty,
     One(IndexRev),
+    /// A thin pointer, so that the list stays two words.
+    Two(Box<[IndexRev; 2]>),
     Many(Box<Chunked>),
 }
 
@@ -78,6 +81,7 @@ impl RevList {
         match v.len() {
             0 => RevList::Empty,
             1 => RevList::One(v[0]),
+            2 => RevList::Two(Box::new([v[0], v[1]])),
             _ => {
                 let full = v.len() / CHUNK * CHUNK;
                 let tail = v.split_off(full);
@@ -92,6 +96,7 @@ impl RevList {
         let (sealed, tail): (&[Arc<[IndexRev]>], &[IndexRev]) = match self {
             RevList::Empty => (&[], &[]),
             RevList::One(r) => (&[], std::slice::from_ref(r)),
+            RevList::Two(revs) => (&[], &revs[..]),
             RevList::Many(c) => (&c.sealed, &c.tail),
         };
         sealed
@@ -109,6 +114,7 @@ impl RevList {
         match self {
             RevList::Empty => None,
             RevList::One(r) => Some(*r),
+            RevList::Two(revs) => Some(revs[1]),
             RevList::Many(c) => c
                 .tail
                 .last()
@@ -126,6 +132,10 @@ impl RevList {
                 true => (Some(*r), 1),
                 false => (None, 0),
             },
+            RevList::Two(revs) => {
+                let n = revs.partition_point(&pred);
+                (n.checked_sub(1).map(|i| revs[i]), n)
+            }
             RevList::Many(c) => {
                 // Chunks wholly inside the prefix, then the one (or the tail) it ends in.
                 let full = c
@@ -151,8 +161,11 @@ impl RevList {
     pub fn push(&mut self, r: IndexRev) {
         match self {
             RevList::Empty => *self = RevList::One(r),
-            RevList::One(a) => {
-                let tail = vec![*a, r];
+            RevList::One(a) => *self = RevList::Two(Box::new([*a, r])),
+            RevList::Two(revs) => {
+                let mut tail = Vec::with_capacity(4);
+                tail.extend_from_slice(&revs[..]);
+                tail.push(r);
                 *self = RevList::Many(Box::new(Chunked {
                     sealed: Vec::new(),
                     tail,
@@ -271,7 +284,8 @@ fn index_rev(rev: Revision, tombstone: bool) -> IndexRev {
 /// Bounds of a key range over a map keyed by byte strings.
 pub type KeyBounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
 
-type EntryIter<'a> = std::iter::Peekable<Box<dyn Iterator<Item = (&'a [u8], &'a KeyEntry)> + 'a>>;
+type EntryIter<'a> =
+    std::iter::Peekable<Box<dyn Iterator<Item = (&'a IndexKey, &'a KeyEntry)> + 'a>>;
 
 /// Which keys a request names, by etcd's rules for `key` and `range_end`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -301,6 +315,17 @@ impl KeyRange {
         }
     }
 
+    /// The keys of this range after `key`: where a visit cut short at `key` resumes.
+    pub fn after(&self, key: &[u8]) -> KeyRange {
+        let next = |start: &Vec<u8>| start.clone().max([key, &[0]].concat());
+        match self {
+            KeyRange::Single(k) if k.as_slice() > key => self.clone(),
+            KeyRange::Single(k) => KeyRange::Between(k.clone(), k.clone()),
+            KeyRange::From(start) => KeyRange::From(next(start)),
+            KeyRange::Between(start, end) => KeyRange::Between(next(start), end.clone()),
+        }
+    }
+
     /// Bounds for a `BTreeMap` range; `None` when no key can match (so callers never
     /// hand the map an inverted range, which would panic).
     pub fn bounds(&self) -> Option<KeyBounds<'_>> {
@@ -317,14 +342,23 @@ impl KeyRange {
 /// batch's layers over it.
 pub trait IndexView {
     /// Calls `f` for each entry in `range`, in key order, until it returns false.
-    fn visit(&self, range: &KeyRange, f: &mut dyn FnMut(&[u8], &KeyEntry) -> bool);
-    fn get(&self, key: &[u8]) -> Option<&KeyEntry>;
+    fn visit(&self, range: &KeyRange, f: &mut dyn FnMut(&IndexKey, &KeyEntry) -> bool);
+    fn get(&self, key: &[u8]) -> Option<&KeyEntry> {
+        self.get_key_value(key).map(|(_, e)| e)
+    }
+    /// The entry and the index's own copy of its key.
+    fn get_key_value(&self, key: &[u8]) -> Option<(&IndexKey, &KeyEntry)>;
 }
+
+/// A key as the index holds it. Shared, so that an apply batch's layer, the changes it
+/// stages and the lease attachments point at the index's copy instead of making their
+/// own (a prefix delete of many long keys would otherwise copy every key twice).
+pub type IndexKey = Arc<[u8]>;
 
 /// The shared index: key → kept history.
 #[derive(Debug, Default)]
 pub struct KeyIndex {
-    map: BTreeMap<Box<[u8]>, KeyEntry>,
+    map: BTreeMap<IndexKey, KeyEntry>,
 }
 
 impl KeyIndex {
@@ -355,13 +389,13 @@ impl KeyIndex {
     }
 
     /// Replaces a key's entry (dropping the key when the entry is empty). Returns the old one.
-    pub fn insert(&mut self, key: &[u8], entry: KeyEntry) -> Option<KeyEntry> {
+    pub fn insert(&mut self, key: &IndexKey, entry: KeyEntry) -> Option<KeyEntry> {
         if entry.is_empty() {
-            self.map.remove(key)
-        } else if let Some(slot) = self.map.get_mut(key) {
+            self.map.remove(&**key)
+        } else if let Some(slot) = self.map.get_mut(&**key) {
             Some(std::mem::replace(slot, entry))
         } else {
-            self.map.insert(key.into(), entry)
+            self.map.insert(Arc::clone(key), entry)
         }
     }
 
@@ -376,23 +410,20 @@ impl KeyIndex {
         dropped
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &KeyEntry)> {
-        self.map.iter().map(|(k, e)| (&**k, e))
+    pub fn iter(&self) -> impl Iterator<Item = (&IndexKey, &KeyEntry)> {
+        self.map.iter()
     }
 
     pub fn range<'a>(
         &'a self,
         range: &'a KeyRange,
-    ) -> Box<dyn Iterator<Item = (&'a [u8], &'a KeyEntry)> + 'a> {
-        match range.bounds() {
-            Some(b) => Box::new(self.map.range::<[u8], _>(b).map(|(k, e)| (&**k, e))),
-            None => Box::new(std::iter::empty()),
-        }
+    ) -> Box<dyn Iterator<Item = (&'a IndexKey, &'a KeyEntry)> + 'a> {
+        layer_range(&self.map, range)
     }
 }
 
 impl IndexView for KeyIndex {
-    fn visit(&self, range: &KeyRange, f: &mut dyn FnMut(&[u8], &KeyEntry) -> bool) {
+    fn visit(&self, range: &KeyRange, f: &mut dyn FnMut(&IndexKey, &KeyEntry) -> bool) {
         for (k, e) in self.range(range) {
             if !f(k, e) {
                 break;
@@ -400,8 +431,8 @@ impl IndexView for KeyIndex {
         }
     }
 
-    fn get(&self, key: &[u8]) -> Option<&KeyEntry> {
-        KeyIndex::get(self, key)
+    fn get_key_value(&self, key: &[u8]) -> Option<(&IndexKey, &KeyEntry)> {
+        self.map.get_key_value(key)
     }
 }
 
@@ -416,7 +447,7 @@ pub struct IndexLoader {
 
 #[derive(Debug)]
 struct LoadedRecord {
-    key: Box<[u8]>,
+    key: IndexKey,
     rev: IndexRev,
     create: i64,
     version: i64,
@@ -442,7 +473,7 @@ impl IndexLoader {
                 .cmp(&b.key)
                 .then_with(|| a.rev.revision().cmp(&b.rev.revision()))
         });
-        let mut entries: Vec<(Box<[u8]>, KeyEntry)> = Vec::new();
+        let mut entries: Vec<(IndexKey, KeyEntry)> = Vec::new();
         for r in self.records {
             let same = entries.last().is_some_and(|(k, _)| *k == r.key);
             if !same {
@@ -464,14 +495,14 @@ impl IndexLoader {
 }
 
 /// Entries changed by an apply batch (or one command of it), shadowing a lower layer.
-pub type Layer = BTreeMap<Vec<u8>, KeyEntry>;
+pub type Layer = BTreeMap<IndexKey, KeyEntry>;
 
 fn layer_range<'a>(
     layer: &'a Layer,
     range: &'a KeyRange,
-) -> Box<dyn Iterator<Item = (&'a [u8], &'a KeyEntry)> + 'a> {
+) -> Box<dyn Iterator<Item = (&'a IndexKey, &'a KeyEntry)> + 'a> {
     match range.bounds() {
-        Some(b) => Box::new(layer.range::<[u8], _>(b).map(|(k, e)| (k.as_slice(), e))),
+        Some(b) => Box::new(layer.range::<[u8], _>(b)),
         None => Box::new(std::iter::empty()),
     }
 }
@@ -485,14 +516,14 @@ pub struct Layered<'a> {
 }
 
 impl IndexView for Layered<'_> {
-    fn visit(&self, range: &KeyRange, f: &mut dyn FnMut(&[u8], &KeyEntry) -> bool) {
+    fn visit(&self, range: &KeyRange, f: &mut dyn FnMut(&IndexKey, &KeyEntry) -> bool) {
         let mut iters: Vec<EntryIter<'_>> = vec![self.base.range(range).peekable()];
         for l in self.layers.iter().flatten() {
             iters.push(layer_range(l, range).peekable());
         }
         loop {
             // The smallest next key, and the topmost layer holding it.
-            let mut best: Option<(&[u8], &KeyEntry)> = None;
+            let mut best: Option<(&IndexKey, &KeyEntry)> = None;
             for it in iters.iter_mut() {
                 if let Some(&(k, e)) = it.peek() {
                     if best.is_none_or(|(bk, _)| k <= bk) {
@@ -512,13 +543,13 @@ impl IndexView for Layered<'_> {
         }
     }
 
-    fn get(&self, key: &[u8]) -> Option<&KeyEntry> {
+    fn get_key_value(&self, key: &[u8]) -> Option<(&IndexKey, &KeyEntry)> {
         for l in self.layers.iter().rev().flatten() {
-            if let Some(e) = l.get(key) {
-                return Some(e);
+            if let Some(kv) = l.get_key_value(key) {
+                return Some(kv);
             }
         }
-        self.base.get(key)
+        self.base.get_key_value(key)
     }
 }
 
@@ -538,6 +569,49 @@ mod tests {
         e.delete(r(5, 0));
         assert_eq!(e.put(r(7, 0), 9), (7, 1));
         e
+    }
+
+    #[test]
+    fn a_range_resumes_after_a_key() {
+        let k = |s: &str| s.as_bytes().to_vec();
+        let between = KeyRange::new(b"a", b"c");
+        let rest = between.after(b"b");
+        assert_eq!(rest, KeyRange::Between(k("b\0"), k("c")));
+        assert!(!rest.contains(b"b") && rest.contains(b"b\0") && !rest.contains(b"c"));
+        // Never wider than the range it came from.
+        assert_eq!(between.after(b"0"), between);
+        assert_eq!(
+            KeyRange::new(b"a", b"\0").after(b"x"),
+            KeyRange::From(k("x\0"))
+        );
+        let single = KeyRange::new(b"a", b"");
+        assert_eq!(single.after(b"0"), single);
+        assert_eq!(single.after(b"a").bounds(), None);
+    }
+
+    #[test]
+    fn two_revisions_take_one_allocation_then_grow_into_a_list() {
+        let mut e = KeyEntry::default();
+        e.put(r(1, 0), 0);
+        assert!(matches!(e.revs, RevList::One(_)));
+        e.delete(r(2, 0));
+        assert!(matches!(e.revs, RevList::Two(_)));
+        assert_eq!((e.live(), e.at(1).map(|x| x.main)), (None, Some(1)));
+        assert_eq!(e.before(r(2, 0)).map(|x| x.main), Some(1));
+        e.put(r(3, 0), 0);
+        assert!(matches!(e.revs, RevList::Many(_)));
+        e.put(r(4, 0), 0);
+        assert_eq!(e.revs().map(|x| x.main).collect::<Vec<_>>(), [1, 2, 3, 4]);
+        let mut dropped = Vec::new();
+        e.compact(3, &mut dropped);
+        assert!(matches!(e.revs, RevList::Two(_)));
+        assert_eq!(e.revs().map(|x| x.main).collect::<Vec<_>>(), [3, 4]);
+        e.compact(4, &mut dropped);
+        assert!(matches!(e.revs, RevList::One(_)));
+        assert_eq!(
+            dropped.iter().map(|r| r.main).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
     }
 
     #[test]
@@ -602,14 +676,14 @@ mod tests {
         let mut batch = Layer::new();
         let mut c = base.get(b"c").cloned().unwrap();
         c.put(r(5, 0), 0);
-        batch.insert(b"c".to_vec(), c);
+        batch.insert(IndexKey::from(&b"c"[..]), c);
         let mut b = KeyEntry::default();
         b.put(r(5, 1), 0);
-        batch.insert(b"b".to_vec(), b);
+        batch.insert(IndexKey::from(&b"b"[..]), b);
         let mut staged = Layer::new();
         let mut e = base.get(b"e").cloned().unwrap();
         e.delete(r(6, 0));
-        staged.insert(b"e".to_vec(), e);
+        staged.insert(IndexKey::from(&b"e"[..]), e);
         let v = Layered {
             base: &base,
             layers: [Some(&batch), Some(&staged)],

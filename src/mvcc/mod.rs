@@ -38,11 +38,16 @@ pub struct LeaseInfo {
 /// What a committed batch of commands changed, for the watch hub and the lessor.
 #[derive(Debug, Clone, Default)]
 pub struct Applied {
-    /// Every event of the batch in revision order. prev_kv is filled when one exists,
-    /// unless `prev_kv_omitted` (the watch hub strips it for watchers that did not ask).
+    /// Every event of the batch in revision order, unless `events_omitted`. prev_kv is
+    /// filled when one exists, unless `prev_kv_omitted` (the watch hub strips it for
+    /// watchers that did not ask).
     pub events: Vec<Event>,
+    /// Set when the batch listed no events because, when it began, the watch hub had
+    /// no watchers (see [`History::set_watcher_counts`]). A watcher created since then
+    /// reads these revisions from history instead.
+    pub events_omitted: bool,
     /// Set when the batch left prev_kv out of `events` because, when it began, no
-    /// watcher had asked for prev_kv (see [`History::set_prev_kv_watchers`]). A watcher
+    /// watcher had asked for prev_kv (see [`History::set_watcher_counts`]). A watcher
     /// that wants prev_kv then reads these revisions from history instead.
     pub prev_kv_omitted: bool,
     /// Store revision after the batch.
@@ -66,10 +71,11 @@ pub trait History: Send + Sync + 'static {
         range_end: &[u8],
         limit: usize,
     ) -> crate::error::Result<Vec<mnemo_proto::mvccpb::Event>>;
-    /// The watch hub tells the store how many of its watchers asked for prev_kv; while
-    /// none do, apply batches need not read (and copy) the previous value of every key
-    /// they change for [`Applied::events`].
-    fn set_prev_kv_watchers(&self, _count: usize) {}
+    /// The watch hub tells the store how many watchers it has and how many of them
+    /// asked for prev_kv. While there are none, apply batches need not list their
+    /// events in [`Applied::events`]; while none want prev_kv, they need not read (and
+    /// copy) the previous value of every key they change.
+    fn set_watcher_counts(&self, _watchers: usize, _prev_kv: usize) {}
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use mnemo_proto::mvccpb::KeyValue;
 use mnemo_storage::{Database, DatabaseOptions, Durability, Table};
 use parking_lot::{Condvar, Mutex, RwLock};
 
-use super::index::{IndexLoader, IndexRev, KeyIndex};
+use super::index::{IndexKey, IndexLoader, IndexRev, KeyIndex};
 use super::range;
 use super::record::{
     self, Record, RecordKind, ALARM_TABLE, AUTH_TABLE, KV_TABLE, LEASE_TABLE, META_COMPACT_REV,
@@ -68,7 +68,7 @@ pub(crate) struct State {
     pub compact_rev: i64,
     pub leases: BTreeMap<i64, LeaseInfo>,
     /// Keys whose live value is attached to each lease.
-    pub lease_keys: HashMap<i64, BTreeSet<Vec<u8>>>,
+    pub lease_keys: HashMap<i64, BTreeSet<IndexKey>>,
     /// Sorted by (alarm type, member id).
     pub alarms: Vec<AlarmMember>,
     /// History records out of the index but still in the page file, oldest first.
@@ -118,8 +118,10 @@ pub struct Store {
     path: Option<PathBuf>,
     opts: DatabaseOptions,
     size_in_use: Arc<Mutex<SizeInUse>>,
-    /// Watchers that asked for prev_kv, as last told by the watch hub;
-    /// `usize::MAX` until a hub attaches (then every batch fills prev_kv).
+    /// Watchers, and those of them that asked for prev_kv, as last told by the watch
+    /// hub; `usize::MAX` until a hub attaches (then every batch lists its events and
+    /// fills prev_kv).
+    pub(crate) watchers: AtomicUsize,
     pub(crate) prev_kv_watchers: AtomicUsize,
     /// How long apply batches' page-file commits took (etcd's backend commit).
     pub(crate) commit_latency: mnemo_storage::histogram::LatencyHistogram,
@@ -227,10 +229,10 @@ fn load(db: Database) -> Result<State> {
             },
         );
     }
-    let mut lease_keys: HashMap<i64, BTreeSet<Vec<u8>>> = HashMap::new();
+    let mut lease_keys: HashMap<i64, BTreeSet<IndexKey>> = HashMap::new();
     for (k, e) in index.iter() {
         if e.live().is_some() && e.lease != 0 {
-            lease_keys.entry(e.lease).or_default().insert(k.to_vec());
+            lease_keys.entry(e.lease).or_default().insert(Arc::clone(k));
         }
     }
     let mut alarms = Vec::new();
@@ -316,6 +318,7 @@ impl Store {
             path: None,
             opts: DatabaseOptions::default(),
             size_in_use: Arc::default(),
+            watchers: AtomicUsize::new(usize::MAX),
             prev_kv_watchers: AtomicUsize::new(usize::MAX),
             commit_latency: Default::default(),
         })
@@ -388,7 +391,7 @@ impl Store {
             .read()
             .lease_keys
             .get(&id)
-            .map(|s| s.iter().cloned().collect())
+            .map(|s| s.iter().map(|k| k.to_vec()).collect())
             .unwrap_or_default()
     }
 

@@ -1349,12 +1349,14 @@ async fn watch_update(rx: &mut watch::WatchReceiver) -> watch::WatchUpdate {
     }
 }
 
-/// A big delete with a watch hub attached: prev_kv is read for the response and the
-/// events only when someone asked for it, and every result stays etcd's, including for
-/// a prev_kv watcher created while the batch that omits prev_kv is open.
+/// A big delete with a watch hub attached: events are listed only while there are
+/// watchers, prev_kv is read for the response and the events only when someone asked
+/// for it, and every result stays etcd's, including for a prev_kv watcher created while
+/// a batch that omits events is open. The last delete spans more than one of the
+/// pieces a delete gathers its keys in.
 #[tokio::test]
 async fn big_delete_results_with_and_without_prev_kv_and_watchers() {
-    const N: usize = 3000;
+    const N: usize = 2000 + 2 * super::apply::DELETE_PIECE + 5;
     let (_d, s) = open();
     let s = Arc::new(s);
     let mut a = s.begin_apply().unwrap();
@@ -1403,15 +1405,12 @@ async fn big_delete_results_with_and_without_prev_kv_and_watchers() {
         }
     };
 
-    // No watcher: the response still has exact prev_kvs when asked; events omit them.
+    // No watcher: the response still has exact prev_kvs when asked; no events are listed.
     let (r, applied) = delete("/p/00000", "/p/01000", true);
     assert_eq!(r.deleted, 1000);
     assert_eq!(r.prev_kvs, (0..1000).map(expect_prev).collect::<Vec<_>>());
-    assert!(applied.prev_kv_omitted);
-    assert_eq!(applied.events.len(), 1000);
-    assert!(applied.events.iter().all(|e| e.prev_kv.is_none()
-        && e.r#type == EventType::Delete as i32
-        && e.kv.as_ref().unwrap().mod_revision == N as i64 + 3));
+    assert!(applied.prev_kv_omitted && applied.events_omitted);
+    assert!(applied.events.is_empty());
     hub.notify(&applied);
     let (r, applied) = delete("/p/01000", "/p/01500", false);
     assert_eq!((r.deleted, r.prev_kvs.len()), (500, 0));
@@ -1435,7 +1434,7 @@ async fn big_delete_results_with_and_without_prev_kv_and_watchers() {
     })));
     assert!(matches!(r, CommandResponse::DeleteRange(ref d) if d.deleted == 500));
     let applied = a.commit(Durability::Deferred).unwrap();
-    assert!(applied.prev_kv_omitted);
+    assert!(applied.prev_kv_omitted && applied.events_omitted);
     hub.notify(&applied);
     let mut got = Vec::new();
     while got.len() < 500 {
@@ -1447,10 +1446,17 @@ async fn big_delete_results_with_and_without_prev_kv_and_watchers() {
         assert_eq!(e.prev_kv.as_ref(), Some(&expect_prev(1500 + j)));
     }
 
-    // With the watcher in place, batches fill prev_kv again.
+    for (j, e) in got.iter().enumerate() {
+        assert_eq!(e.kv.as_ref().unwrap().key, expect_prev(1500 + j).key);
+        assert_eq!(e.r#type, EventType::Delete as i32);
+    }
+
+    // With the watcher in place, batches list events and fill prev_kv again.
     let (r, applied) = delete("/p/02000", "/p0", false);
-    assert_eq!((r.deleted, r.prev_kvs.len()), (1000, 0));
-    assert!(!applied.prev_kv_omitted);
+    let rest = N - 2000;
+    assert_eq!((r.deleted, r.prev_kvs.len()), (rest as i64, 0));
+    assert!(!applied.prev_kv_omitted && !applied.events_omitted);
+    assert_eq!(applied.events.len(), rest);
     assert!(applied
         .events
         .iter()
@@ -1458,7 +1464,7 @@ async fn big_delete_results_with_and_without_prev_kv_and_watchers() {
         .all(|(j, e)| e.prev_kv.as_ref() == Some(&expect_prev(2000 + j))));
     hub.notify(&applied);
     let mut got = Vec::new();
-    while got.len() < 1000 {
+    while got.len() < rest {
         got.extend(watch_update(&mut rx).await.events);
     }
     assert_eq!(got, applied.events);
@@ -1470,6 +1476,105 @@ async fn big_delete_results_with_and_without_prev_kv_and_watchers() {
     put(&s, "/p/x", "1");
     let (r, applied2) = delete("/p/x", "", true);
     assert_eq!(r.prev_kvs.len(), 1);
-    assert!(applied2.prev_kv_omitted && applied2.events[0].prev_kv.is_none());
+    assert!(applied2.events_omitted && applied2.events.is_empty());
     drop(applied);
+}
+
+/// A txn that puts keys and then deletes a from-key range over more keys than one piece
+/// of a delete: every live key goes once, in key order, with the txn's own puts among
+/// them, all at one revision; the index and a reopen agree.
+#[test]
+fn delete_over_many_pieces_inside_a_txn() {
+    let n = 3 * super::apply::DELETE_PIECE + 7;
+    let (dir, s) = open();
+    let mut a = s.begin_apply().unwrap();
+    for i in 0..n {
+        let r = a.apply(&Command::new(Op::Put(preq(&format!("k{i:05}"), "v"))));
+        assert!(matches!(r, CommandResponse::Put(_)));
+    }
+    a.commit(Durability::Deferred).unwrap();
+    // Gaps: already deleted keys are skipped, not counted.
+    del(&s, "k00100", "k00200");
+    let before = s.current_revision();
+    let r = txn(
+        &s,
+        TxnRequest {
+            success: vec![
+                op_put("k01024x", "new"),
+                op_put("a", "outside"),
+                op_del("k", "\0"),
+            ],
+            ..Default::default()
+        },
+    );
+    let Some(Response::ResponseDeleteRange(d)) = &r.responses[2].response else {
+        panic!("expected a delete response: {r:?}");
+    };
+    let mut expect: Vec<String> = (0..n)
+        .filter(|i| !(100..200).contains(i))
+        .map(|i| format!("k{i:05}"))
+        .collect();
+    expect.push("k01024x".into());
+    expect.sort();
+    assert_eq!(d.deleted, expect.len() as i64);
+    assert_eq!(keys(&d.prev_kvs), expect);
+    let staged = d.prev_kvs.iter().find(|kv| kv.key == b"k01024x").unwrap();
+    assert_eq!(
+        (staged.value.as_slice(), staged.mod_revision),
+        (&b"new"[..], before + 1)
+    );
+    assert_eq!(s.current_revision(), before + 1);
+    let s = reopen(&dir, s);
+    for k in ["k00000", "k01024", "k01024x", &format!("k{:05}", n - 1)] {
+        assert_eq!(get(&s, k), None, "{k}");
+    }
+    assert_eq!(get(&s, "a").unwrap().value, b"outside");
+    let at_before = |k: &str| get_at(&s, k, before).unwrap().is_some();
+    assert_eq!((at_before("k01025"), at_before("k00150")), (true, false));
+}
+
+/// A watcher created while a batch that lists no events is open (there were no watchers
+/// when it began) still gets that batch's events, from history.
+#[tokio::test]
+async fn watcher_created_during_a_batch_without_events_gets_them() {
+    let (_d, s) = open();
+    let s = Arc::new(s);
+    put(&s, "w/a", "0");
+    let hub = watch::WatchHub::new(Arc::clone(&s) as Arc<dyn History>);
+    let mut a = s.begin_apply().unwrap();
+    let (stream, mut rx) = hub.new_stream();
+    stream
+        .watch(&WatchCreateRequest {
+            key: b"w/".to_vec(),
+            range_end: b"w0".to_vec(),
+            ..Default::default()
+        })
+        .unwrap();
+    let r = a.apply(&Command::new(Op::Put(preq("w/a", "1"))));
+    assert!(matches!(r, CommandResponse::Put(_)));
+    let r = a.apply(&Command::new(Op::Put(preq("w/b", "2"))));
+    assert!(matches!(r, CommandResponse::Put(_)));
+    let applied = a.commit(Durability::Deferred).unwrap();
+    assert!(applied.events_omitted && applied.events.is_empty());
+    hub.notify(&applied);
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        got.extend(watch_update(&mut rx).await.events);
+    }
+    let seen: Vec<(&[u8], &[u8], i64)> = got
+        .iter()
+        .map(|e| {
+            let kv = e.kv.as_ref().unwrap();
+            (kv.key.as_slice(), kv.value.as_slice(), kv.version)
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [(&b"w/a"[..], &b"1"[..], 2), (&b"w/b"[..], &b"2"[..], 1)]
+    );
+    // Now that there is a watcher, batches list their events again.
+    let mut a = s.begin_apply().unwrap();
+    a.apply(&Command::new(Op::Put(preq("w/c", "3"))));
+    let applied = a.commit(Durability::Deferred).unwrap();
+    assert!(!applied.events_omitted && applied.events.len() == 1);
 }

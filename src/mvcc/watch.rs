@@ -297,7 +297,7 @@ impl WatchHub {
             revision: history.current_revision(),
             ..HubState::default()
         };
-        history.set_prev_kv_watchers(0);
+        history.set_watcher_counts(0, 0);
         let shared = Arc::new(Shared {
             history,
             config,
@@ -318,22 +318,46 @@ impl WatchHub {
     /// Hands a committed batch to the watchers. Never waits for a reader; takes the
     /// hub lock for the time it takes to queue the events.
     pub fn notify(&self, applied: &Applied) {
-        self.notify_inner(&applied.events, applied.revision, applied.prev_kv_omitted);
+        self.notify_inner(
+            &applied.events,
+            applied.revision,
+            applied.prev_kv_omitted,
+            applied.events_omitted,
+        );
     }
 
     /// [`WatchHub::notify`] with the batch's parts: `events` in revision order (each
     /// event's revision is its `kv.mod_revision`), `revision` the store's revision
     /// after the batch.
     pub fn notify_events(&self, events: &[Event], revision: i64) {
-        self.notify_inner(events, revision, false);
+        self.notify_inner(events, revision, false, false);
     }
 
     /// `prev_kv_omitted`: the events carry no prev_kv (the store was told no watcher
     /// wanted it); a watcher created since that does want it is moved aside and reads
-    /// these revisions, with prev_kv, from history.
-    fn notify_inner(&self, events: &[Event], revision: i64, prev_kv_omitted: bool) {
+    /// these revisions, with prev_kv, from history. `events_omitted`: the batch listed
+    /// no events (the store was told there were no watchers); every watcher created
+    /// since that waits for these revisions reads them from history.
+    fn notify_inner(
+        &self,
+        events: &[Event],
+        revision: i64,
+        prev_kv_omitted: bool,
+        events_omitted: bool,
+    ) {
         let mut st = self.shared.state.lock();
         let mut moved_aside = false;
+        if events_omitted && revision > st.revision {
+            let waiting: Vec<u64> = st
+                .watchers
+                .iter()
+                .filter(|(_, w)| w.synced && w.next_rev <= revision)
+                .map(|(k, _)| *k)
+                .collect();
+            for key in waiting {
+                moved_aside |= st.move_aside(key);
+            }
+        }
         let mut matched = Vec::new();
         let mut per_watcher: BTreeMap<u64, Vec<&Event>> = BTreeMap::new();
         let mut start = 0;
@@ -449,7 +473,9 @@ impl WatchHub {
 impl Drop for WatchHub {
     fn drop(&mut self) {
         // Without a hub, batches fill prev_kv for whoever reads `Applied::events`.
-        self.shared.history.set_prev_kv_watchers(usize::MAX);
+        self.shared
+            .history
+            .set_watcher_counts(usize::MAX, usize::MAX);
         self.shared.signal.shutdown();
         if let Some(t) = self.sync_thread.take() {
             let _ = t.join();
@@ -474,13 +500,8 @@ impl HubState {
         }
         if prev_kv_omitted && w.prev_kv && evs.iter().any(|ev| w.wants(ev)) {
             // Catch up from history, which has the previous values.
-            w.synced = false;
             w.next_rev = rev;
-            let range = w.range.clone();
-            self.synced.remove(key, &range);
-            self.unsynced.insert(key);
-            self.moved_aside += 1;
-            return true;
+            return self.move_aside(key);
         }
         let events: Vec<Event> = evs
             .iter()
@@ -502,16 +523,30 @@ impl HubState {
                 false
             }
             Err(update) => {
-                w.synced = false;
                 w.pending = Some(update);
                 w.next_rev = rev + 1;
-                let range = w.range.clone();
-                self.synced.remove(key, &range);
-                self.unsynced.insert(key);
-                self.moved_aside += 1;
-                true
+                self.move_aside(key)
             }
         }
+    }
+
+    /// Moves a synced watcher to the sync thread, which sends it what history holds from
+    /// its `next_rev` on. True when it was moved.
+    fn move_aside(&mut self, key: u64) -> bool {
+        let Some(w) = self.watchers.get_mut(&key) else {
+            return false;
+        };
+        w.synced = false;
+        let range = w.range.clone();
+        self.synced.remove(key, &range);
+        self.unsynced.insert(key);
+        self.moved_aside += 1;
+        true
+    }
+
+    /// Tells the store how many watchers there are (see [`History::set_watcher_counts`]).
+    fn tell_counts(&self, history: &dyn History) {
+        history.set_watcher_counts(self.watchers.len(), self.prev_kv_watchers);
     }
 
     fn make_synced(&mut self, key: u64) {
@@ -681,11 +716,7 @@ impl WatchStream {
         let mut st = self.shared.state.lock();
         match st.create(self.key, req) {
             Ok((id, unsynced)) => {
-                if req.prev_kv {
-                    self.shared
-                        .history
-                        .set_prev_kv_watchers(st.prev_kv_watchers);
-                }
+                st.tell_counts(&*self.shared.history);
                 drop(st);
                 if unsynced {
                     self.shared.signal.wake();
@@ -724,9 +755,7 @@ impl WatchStream {
         };
         if let Some(w) = entry {
             st.remove_watcher(w);
-            self.shared
-                .history
-                .set_prev_kv_watchers(st.prev_kv_watchers);
+            st.tell_counts(&*self.shared.history);
         }
         self.outbox.purge(watch_id);
         self.outbox.push_control(StreamItem::Canceled {
@@ -790,9 +819,7 @@ impl Drop for WatchStream {
             for key in s.ids.values().flatten() {
                 st.remove_watcher(*key);
             }
-            self.shared
-                .history
-                .set_prev_kv_watchers(st.prev_kv_watchers);
+            st.tell_counts(&*self.shared.history);
         }
         st.deferred_progress.remove(&self.key);
         drop(st);

@@ -1,6 +1,7 @@
 //! Memory and time of one DeleteRange over many keys, as `etcdctl check perf` ends:
 //! `cargo run --release -p mnemo-benches --bin big_delete` (MNEMO_DELETE_KEYS, default
-//! 300000; 256-byte values; a watch hub without watchers is attached, as in the server).
+//! 300000). Keys and values are shaped like check perf's: the prefix and 256 bytes, and
+//! 1024-byte values. A watch hub without watchers is attached, as in the server.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,6 +21,15 @@ fn status() -> String {
         .join(", ")
 }
 
+/// check perf's key: the prefix, then a varint of a random number in 256 bytes.
+fn perf_key(i: usize) -> Vec<u8> {
+    let mut key = b"/etcdctl-check-perf/".to_vec();
+    let mut tail = [0u8; 256];
+    tail[..8].copy_from_slice(&(i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15).to_be_bytes());
+    key.extend_from_slice(&tail);
+    key
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n: usize = std::env::var("MNEMO_DELETE_KEYS")
         .ok()
@@ -29,16 +39,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&dir)?;
     let store = Arc::new(Store::open(&dir.join("db"))?);
     let hub = WatchHub::new(Arc::clone(&store) as Arc<dyn History>);
-    let value = vec![b'x'; 256];
+    let value = vec![0u8; 1024];
     for chunk in 0..n.div_ceil(1000) {
         let mut a = store.begin_apply()?;
         for i in chunk * 1000..((chunk + 1) * 1000).min(n) {
             let r = a.apply(&Command::new(Op::Put(PutRequest {
-                key: format!(
-                    "/etcdctl-check-perf/{:016x}",
-                    (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
-                )
-                .into_bytes(),
+                key: perf_key(i),
                 value: value.clone(),
                 ..Default::default()
             })));
