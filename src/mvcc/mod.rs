@@ -23,7 +23,7 @@ use mnemo_proto::mvccpb::Event;
 
 pub use apply::{Applier, MAX_LEASE_TTL};
 pub use revision::Revision;
-pub use store::Store;
+pub use store::{FrozenState, Store};
 
 /// One lease as stored by the state machine.
 #[derive(Debug, Clone, PartialEq, Eq)]

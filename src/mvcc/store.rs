@@ -59,6 +59,35 @@ fn measure_in_use(db: &Database) -> Option<Usage> {
     })
 }
 
+/// A point-in-time view of a whole store ([`Store::freeze`]).
+pub struct FrozenState {
+    rtx: mnemo_storage::ReadTransaction,
+    opts: DatabaseOptions,
+}
+
+impl std::fmt::Debug for FrozenState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrozenState").finish_non_exhaustive()
+    }
+}
+
+impl FrozenState {
+    /// Writes the view to a new page file at `path`, replacing any file there. Returns
+    /// its size in bytes.
+    pub fn write_to(&self, path: &Path) -> Result<u64> {
+        const ENTRIES_PER_COMMIT: usize = 16 * 1024;
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(internal(format!("snapshot: removing {path:?}: {e}"))),
+        }
+        let out = Database::open_path(path, self.opts.clone())?;
+        self.rtx
+            .copy_into(&out, Some(&TABLES), ENTRIES_PER_COMMIT)?;
+        Ok(out.file_len()?)
+    }
+}
+
 /// Everything readers share, replaced as a whole only by [`Store::restore_from`].
 #[derive(Debug)]
 pub(crate) struct State {
@@ -511,16 +540,17 @@ impl Store {
     /// raft metadata) to a new page file at `path`, replacing any file there. Returns its
     /// size in bytes.
     pub fn snapshot_to(&self, path: &Path) -> Result<u64> {
-        const ENTRIES_PER_COMMIT: usize = 16 * 1024;
-        let rtx = self.db().begin_read()?;
-        match std::fs::remove_file(path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(internal(format!("snapshot: removing {path:?}: {e}"))),
-        }
-        let out = Database::open_path(path, self.opts.clone())?;
-        rtx.copy_into(&out, Some(&TABLES), ENTRIES_PER_COMMIT)?;
-        Ok(out.file_len()?)
+        self.freeze()?.write_to(path)
+    }
+
+    /// The state as of the last committed batch, to be written out with
+    /// [`FrozenState::write_to`] while later batches go on: the page file keeps every page
+    /// the view reads until it is dropped.
+    pub fn freeze(&self) -> Result<FrozenState> {
+        Ok(FrozenState {
+            rtx: self.db().begin_read()?,
+            opts: self.opts.clone(),
+        })
     }
 
     /// Makes every commit so far durable.

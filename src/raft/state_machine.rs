@@ -29,7 +29,7 @@ use tokio::sync::Mutex;
 
 use crate::command::{Command, CommandResponse};
 use crate::error::{Error, Result};
-use crate::mvcc::{Applied, Applier, Store};
+use crate::mvcc::{Applied, Applier, FrozenState, Store};
 
 use super::codec::{
     decode_log_id, decode_stored_membership, encode_log_id, encode_stored_membership,
@@ -57,10 +57,23 @@ pub trait ApplyStore: Send + Sync + 'static {
     fn begin_apply(&self) -> Result<Self::Batch<'_>>;
     /// Makes every committed batch durable.
     fn sync(&self) -> Result<()>;
-    /// Writes a durable point-in-time copy of the store to `path`.
-    fn snapshot_to(&self, path: &Path) -> Result<u64>;
+    /// The store as of the last committed batch, to be copied while batches go on.
+    type Frozen: FrozenStore;
+    fn freeze(&self) -> Result<Self::Frozen>;
     /// Replaces the store's whole state with the copy at `path`, durably.
     fn restore_from(&self, path: &Path) -> Result<()>;
+}
+
+/// A point-in-time view of an [`ApplyStore`].
+pub trait FrozenStore: Send + 'static {
+    /// Writes the view to a new file at `path` (not yet synced).
+    fn write_to(&self, path: &Path) -> Result<u64>;
+}
+
+impl FrozenStore for FrozenState {
+    fn write_to(&self, path: &Path) -> Result<u64> {
+        FrozenState::write_to(self, path)
+    }
 }
 
 /// One open apply batch of an [`ApplyStore`].
@@ -81,8 +94,9 @@ impl ApplyStore for Store {
     fn sync(&self) -> Result<()> {
         Store::sync(self)
     }
-    fn snapshot_to(&self, path: &Path) -> Result<u64> {
-        Store::snapshot_to(self, path)
+    type Frozen = FrozenState;
+    fn freeze(&self) -> Result<FrozenState> {
+        Store::freeze(self)
     }
     fn restore_from(&self, path: &Path) -> Result<()> {
         Store::restore_from(self, path)
@@ -204,6 +218,8 @@ pub struct StateMachine<S: ApplyStore = Store> {
     store: Arc<S>,
     inner: Arc<Mutex<Inner>>,
     snaps: SnapshotDir,
+    /// Held by a snapshot build from start to end.
+    builds: Arc<Mutex<()>>,
     progress: Arc<Progress>,
     policy: DurabilityPolicy,
     on_applied: OnApplied,
@@ -247,6 +263,7 @@ impl<S: ApplyStore> StateMachine<S> {
                 last_durable: Instant::now(),
             })),
             snaps,
+            builds: Arc::default(),
             progress,
             policy,
             on_applied,
@@ -349,6 +366,7 @@ impl<S: ApplyStore> RaftStateMachine<TypeConfig> for StateMachine<S> {
             store: self.store.clone(),
             inner: self.inner.clone(),
             snaps: self.snaps.clone(),
+            builds: self.builds.clone(),
             progress: self.progress.clone(),
         }
     }
@@ -469,11 +487,13 @@ async fn place_snapshot(
     Ok(())
 }
 
-/// Builds a snapshot: a durable copy of the store taken between two apply batches.
+/// Builds a snapshot: a durable copy of the store as of a boundary between two apply
+/// batches, written while later batches are applied.
 pub struct SnapshotBuilder<S: ApplyStore = Store> {
     store: Arc<S>,
     inner: Arc<Mutex<Inner>>,
     snaps: SnapshotDir,
+    builds: Arc<Mutex<()>>,
     progress: Arc<Progress>,
 }
 
@@ -487,42 +507,77 @@ impl<S: ApplyStore> fmt::Debug for SnapshotBuilder<S> {
 
 impl<S: ApplyStore> RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder<S> {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<u64>> {
-        // Holding the apply lock: the copy and the meta are of the same batch boundary.
-        // Applies wait for the copy (etcd's apply loop also pauses for its snapshot).
+        // One build at a time, so that snapshots are committed in the order they were taken.
+        let _build = self.builds.clone().lock_owned().await;
+        // Under the apply lock, only what must sit on a batch boundary: a durable store
+        // commit and a frozen view of the store with the applied state it holds. The copy
+        // is made from the view after the lock is released, so applies go on meanwhile.
         let mut inner = self.inner.clone().lock_owned().await;
         let store = self.store.clone();
+        let (inner_back, taken) = tokio::task::spawn_blocking(move || {
+            let r = (|| -> Result<(AppliedState, S::Frozen)> {
+                store.sync()?;
+                let frozen = store.freeze()?;
+                inner.entries_since_durable = 0;
+                inner.last_durable = Instant::now();
+                Ok((inner.state.clone(), frozen))
+            })();
+            (inner, r)
+        })
+        .await
+        .map_err(snap_err)?;
+        drop(inner_back);
+        let (state, frozen) = taken.map_err(snap_err)?;
+        if let Some(a) = state.applied {
+            self.progress.set_durable_applied(a.index);
+        }
+        let unique = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let (term, index) = state
+            .applied
+            .map_or((0, 0), |a| (a.leader_id.term, a.index));
+        let snapshot_id = format!("{term:x}-{index:x}-{unique:x}");
+        let data_file = SnapshotDir::data_file(&snapshot_id);
+        let tmp = self.snaps.path(&format!("{data_file}.tmp"));
+        let io = |e: io::Error| Error::Internal(format!("snapshot: {e}"));
+        let written = tokio::task::spawn_blocking({
+            let tmp = tmp.clone();
+            move || -> Result<()> {
+                frozen.write_to(&tmp)?;
+                drop(frozen);
+                File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)
+            }
+        })
+        .await
+        .map_err(snap_err)?;
+        let meta = SnapshotMeta {
+            last_log_id: state.applied,
+            last_membership: state.membership,
+            snapshot_id,
+        };
+        // Committed and opened under the apply lock: a snapshot installed from the leader
+        // meanwhile (also under it) is newer than this one and stays current; and once
+        // the lock is released, a later snapshot may replace this one and remove its file.
+        let inner = self.inner.clone().lock_owned().await;
         let snaps = self.snaps.clone();
         let (inner_back, result) = tokio::task::spawn_blocking(move || {
             let r = (|| -> Result<(SnapshotMeta<u64, Member>, File)> {
-                store.sync()?;
-                let state = inner.state.clone();
-                let unique = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos());
-                let (term, index) = state
-                    .applied
-                    .map_or((0, 0), |a| (a.leader_id.term, a.index));
-                let snapshot_id = format!("{term:x}-{index:x}-{unique:x}");
-                let data_file = SnapshotDir::data_file(&snapshot_id);
-                let tmp = snaps.path(&format!("{data_file}.tmp"));
-                let io = |e: io::Error| Error::Internal(format!("snapshot: {e}"));
-                store.snapshot_to(&tmp)?;
-                File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
+                if let Some((current, path)) = snaps.current().map_err(io)? {
+                    if current.last_log_id > meta.last_log_id {
+                        // (Its commit may also have removed this build's file.)
+                        let _ = std::fs::remove_file(&tmp);
+                        let file = File::open(&path).map_err(io)?;
+                        return Ok((current, file));
+                    }
+                }
+                written?;
                 let data = snaps.path(&data_file);
                 std::fs::rename(&tmp, &data).map_err(io)?;
-                let meta = SnapshotMeta {
-                    last_log_id: state.applied,
-                    last_membership: state.membership,
-                    snapshot_id,
-                };
                 snaps
                     .commit(&meta, &data_file, Some(RECEIVING_FILE))
                     .map_err(io)?;
-                // Opened under the apply lock: once it is released, a later snapshot
-                // may replace this one and remove its file.
                 let file = File::open(&data).map_err(io)?;
-                inner.entries_since_durable = 0;
-                inner.last_durable = Instant::now();
                 Ok((meta, file))
             })();
             (inner, r)
@@ -530,9 +585,6 @@ impl<S: ApplyStore> RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder<S> {
         .await
         .map_err(snap_err)?;
         let (meta, file) = result.map_err(snap_err)?;
-        if let Some(a) = meta.last_log_id {
-            self.progress.set_durable_applied(a.index);
-        }
         drop(inner_back);
         let file = tokio::fs::File::from_std(file);
         tracing::info!(snapshot = %meta.snapshot_id, last = ?meta.last_log_id, "snapshot built");

@@ -4,16 +4,17 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use mnemo_proto::etcdserverpb::{PutResponse, ResponseHeader};
 use mnemo_storage::Durability;
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::command::{Command, CommandResponse, Op};
 use crate::error::{Error, Result};
 use crate::mvcc::Applied;
 use crate::raft::codec::Reader;
-use crate::raft::state_machine::{ApplyBatch, ApplyStore};
+use crate::raft::state_machine::{ApplyBatch, ApplyStore, FrozenStore};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MemState {
@@ -28,6 +29,9 @@ pub struct MemStore {
     durable: Mutex<MemState>,
     pub durable_commits: AtomicU64,
     pub deferred_commits: AtomicU64,
+    pub freezes: AtomicU64,
+    /// While set, writing out a frozen state waits (see [`MemStore::hold_snapshot_writes`]).
+    write_gate: Arc<(Mutex<bool>, Condvar)>,
 }
 
 impl MemStore {
@@ -103,6 +107,36 @@ pub struct MemBatch<'a> {
     work: MemState,
 }
 
+/// The encoded state as of [`ApplyStore::freeze`], and the store's write gate.
+pub struct FrozenMem(Vec<u8>, Arc<(Mutex<bool>, Condvar)>);
+
+impl FrozenStore for FrozenMem {
+    fn write_to(&self, path: &Path) -> Result<u64> {
+        let (held, cv) = &*self.1;
+        let mut held = held.lock();
+        while *held {
+            cv.wait(&mut held);
+        }
+        drop(held);
+        std::fs::write(path, &self.0).map_err(|e| Error::Internal(e.to_string()))?;
+        Ok(self.0.len() as u64)
+    }
+}
+
+impl MemStore {
+    /// Makes snapshot writes wait (`true`) or lets them go (`false`).
+    pub fn hold_snapshot_writes(&self, hold: bool) {
+        let (held, cv) = &*self.write_gate;
+        *held.lock() = hold;
+        cv.notify_all();
+    }
+
+    /// The state as a snapshot file holds it.
+    pub fn decode_snapshot(bytes: &[u8]) -> Result<MemState> {
+        decode_state(bytes)
+    }
+}
+
 impl ApplyStore for MemStore {
     type Batch<'a> = MemBatch<'a>;
 
@@ -126,10 +160,13 @@ impl ApplyStore for MemStore {
         Ok(())
     }
 
-    fn snapshot_to(&self, path: &Path) -> Result<u64> {
-        let bytes = encode_state(&self.current.lock());
-        std::fs::write(path, &bytes).map_err(|e| Error::Internal(e.to_string()))?;
-        Ok(bytes.len() as u64)
+    type Frozen = FrozenMem;
+    fn freeze(&self) -> Result<FrozenMem> {
+        self.freezes.fetch_add(1, Ordering::SeqCst);
+        Ok(FrozenMem(
+            encode_state(&self.current.lock()),
+            Arc::clone(&self.write_gate),
+        ))
     }
 
     fn restore_from(&self, path: &Path) -> Result<()> {

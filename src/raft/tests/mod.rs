@@ -5,4 +5,5 @@
 mod log_store;
 pub mod mem_store;
 mod node;
+mod snapshot;
 mod suite;
