@@ -164,6 +164,22 @@ fn lookup_index(n: u64) -> u64 {
     mix(n ^ 0x5EED_0000_0000_0000) % KEYS
 }
 
+/// One read transaction of [`READ_BATCH`] random lookups; counts lookups that found nothing.
+fn mnemo_read_batch(db: &Database, n: &mut u64, misses: &mut u64) -> usize {
+    let tx = db.begin_read().expect("mnemo begin_read");
+    let t = tx.open_table(TABLE).expect("mnemo open_table");
+    let mut bytes = 0;
+    for _ in 0..READ_BATCH {
+        let k = key(LOAD_STREAM, lookup_index(*n));
+        *n += 1;
+        match t.get(&k).expect("mnemo get") {
+            Some(v) => bytes += v.len(),
+            None => *misses += 1,
+        }
+    }
+    black_box(bytes)
+}
+
 fn point_reads(c: &mut Criterion) {
     let mut g = c.benchmark_group("btree_point_reads");
     g.sample_size(10)
@@ -185,23 +201,34 @@ fn point_reads(c: &mut Criterion) {
                 mnemo_load(&db, LOAD_STREAM, KEYS, PRELOAD_BATCH, Durability::Durable);
                 db
             });
-            b.iter(|| {
-                let tx = db.begin_read().expect("mnemo begin_read");
-                let t = tx.open_table(TABLE).expect("mnemo open_table");
-                let mut bytes = 0;
-                for _ in 0..READ_BATCH {
-                    let k = key(LOAD_STREAM, lookup_index(n));
-                    n += 1;
-                    match t.get(&k).expect("mnemo get") {
-                        Some(v) => bytes += v.len(),
-                        None => misses += 1,
-                    }
-                }
-                black_box(bytes)
-            })
+            b.iter(|| mnemo_read_batch(db, &mut n, &mut misses))
         });
         if loaded.is_some() {
             eprintln!("mnemo: {misses} of {n} lookups found nothing");
+        }
+    }
+
+    // The same file reopened with page caches smaller than its ~300 MB: most leaf
+    // lookups miss the cache and are read from the file (through the OS page cache)
+    // and verified. The server's default cache is 64 MiB.
+    for cache_mib in [64usize, 256] {
+        let mut loaded = None;
+        let mut n = 0u64;
+        let mut misses = 0u64;
+        let id = BenchmarkId::new(format!("mnemo_cache_{cache_mib}MiB"), KEYS);
+        g.bench_function(id, |b| {
+            let db = loaded.get_or_insert_with(|| {
+                if !dir.path().join("mnemo.db").exists() {
+                    let db = mnemo_open(dir.path());
+                    mnemo_load(&db, LOAD_STREAM, KEYS, PRELOAD_BATCH, Durability::Durable);
+                }
+                let opts = mnemo_options_with_cache(cache_mib << 20);
+                Database::open_path(dir.path().join("mnemo.db"), opts).expect("mnemo reopen")
+            });
+            b.iter(|| mnemo_read_batch(db, &mut n, &mut misses))
+        });
+        if loaded.is_some() {
+            eprintln!("mnemo, {cache_mib} MiB cache: {misses} of {n} lookups found nothing");
         }
     }
 

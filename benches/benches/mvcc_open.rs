@@ -192,7 +192,7 @@ fn main() {
     let exe = std::env::current_exe().expect("current exe");
     for (label, cache) in [
         ("8 MiB page cache", 8usize << 20),
-        ("default 256 MiB page cache", 256 << 20),
+        ("256 MiB page cache", 256 << 20),
     ] {
         for _ in 0..2 {
             let out = std::process::Command::new(&exe)

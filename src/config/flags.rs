@@ -377,8 +377,8 @@ pub struct ExperimentalFlags {
           value_parser = ["io_uring", "pwrite"])]
     pub experimental_wal_io: String,
     /// mnemo: bytes of page-file pages kept in memory (the kernel's page cache holds
-    /// more); part of the server's resident memory. Default 256 MiB.
-    #[arg(long, value_name = "BYTES", default_value_t = 256 << 20)]
+    /// more); part of the server's resident memory. Default 64 MiB.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
     pub experimental_backend_cache_bytes: u64,
     /// Maximum revisions deleted in each compaction batch.
     #[arg(long, value_name = "N", default_value_t = 1000)]

@@ -41,7 +41,7 @@ const LOCAL: [&str; 10] = [
 
 #[test]
 fn backend_cache_size() {
-    assert_eq!(parse(&[]).unwrap().backend_cache_bytes, 256 << 20);
+    assert_eq!(parse(&[]).unwrap().backend_cache_bytes, 64 << 20);
     let c = parse(&["--experimental-backend-cache-bytes=67108864"]).unwrap();
     assert_eq!(c.backend_cache_bytes, 64 << 20);
     assert!(matches!(

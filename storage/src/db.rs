@@ -42,7 +42,7 @@ impl Default for DatabaseOptions {
     fn default() -> Self {
         DatabaseOptions {
             page_size: 4096,
-            cache_bytes: 256 << 20,
+            cache_bytes: 64 << 20,
         }
     }
 }
