@@ -49,6 +49,13 @@ pub(crate) trait TreeWriter: PageSource {
     fn free(&mut self, id: PageId);
     /// Stores the (unsealed) bytes of a dirty page.
     fn put(&mut self, id: PageId, page: Vec<u8>);
+    /// Stores a page that appending will not change again (the left half of an append
+    /// split). A writer may seal and write it at once, returning its checksum for the
+    /// parent, instead of keeping it dirty until commit.
+    fn put_done(&mut self, id: PageId, page: Vec<u8>) -> Result<Option<u32>> {
+        self.put(id, page);
+        Ok(None)
+    }
 }
 
 fn kind_of(page: &[u8], id: PageId) -> Result<PageKind> {
@@ -450,9 +457,18 @@ fn insert_rec<W: TreeWriter>(
             let sep = entries[m].key.to_vec();
             let left = cow_id(w, id)?;
             let right = w.alloc()?;
-            w.put(left, build_leaf(ps, &entries[..m]));
+            let left_ref = if appending && m == pos {
+                // Everything before the new entry went left: appends go on to the right.
+                match w.put_done(left, build_leaf(ps, &entries[..m]))? {
+                    Some(crc) => ChildRef { page: left, crc },
+                    None => dirty_ref(left),
+                }
+            } else {
+                w.put(left, build_leaf(ps, &entries[..m]));
+                dirty_ref(left)
+            };
             w.put(right, build_leaf(ps, &entries[m..]));
-            Ok((Insert::Split(dirty_ref(left), sep, dirty_ref(right)), old))
+            Ok((Insert::Split(left_ref, sep, dirty_ref(right)), old))
         }
         _ => {
             let b = BranchPage::new(&page);

@@ -13,7 +13,7 @@
 //! allocates the lowest ids first, and at commit writes everything it freed plus what it
 //! took but did not use back as one record under its own id.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::RangeBounds;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -36,6 +36,9 @@ pub(crate) struct WriteState {
     pub(crate) txn: u64,
     /// Pages written by this transaction, not yet sealed (overflow pages are sealed).
     dirty: HashMap<PageId, Arc<[u8]>>,
+    /// Pages this transaction wrote before its commit (see `put_done`): no snapshot uses
+    /// them, so freeing one makes it reusable at once.
+    written_early: HashSet<PageId>,
     /// Pages free to allocate now, lowest first.
     pub(crate) free_now: BTreeSet<PageId>,
     /// Committed pages this transaction stopped using.
@@ -79,7 +82,7 @@ impl TreeWriter for WriteState {
     }
 
     fn free(&mut self, id: PageId) {
-        if self.dirty.remove(&id).is_some() {
+        if self.dirty.remove(&id).is_some() || self.written_early.remove(&id) {
             self.free_now.insert(id);
         } else {
             self.freed.push(id);
@@ -88,6 +91,43 @@ impl TreeWriter for WriteState {
 
     fn put(&mut self, id: PageId, page: Vec<u8>) {
         self.dirty.insert(id, page.into());
+    }
+
+    /// Seals and writes the page now: a big transaction that appends (a delete of many
+    /// keys writing its tombstones, a bulk load) holds only its unfinished pages in
+    /// memory. Like every page this transaction writes, it is a page no committed
+    /// snapshot uses, and it becomes reachable only when the commit's slot is written.
+    fn put_done(&mut self, id: PageId, mut page: Vec<u8>) -> Result<Option<u32>> {
+        if self.freedb_busy {
+            // The free DB's own pages stay dirty: recording free pages must not change
+            // which pages are free while it runs (see `write_free_records`).
+            self.put(id, page);
+            return Ok(None);
+        }
+        let crc = page::seal(&mut page, self.txn, id);
+        let ps = self.inner.page_size as u64;
+        self.grow_file(self.page_count * ps)?;
+        self.inner.backend.write_at(id * ps, &page)?;
+        self.dirty.remove(&id);
+        self.written_early.insert(id);
+        // No reader can be using this id (it was free or new), so the cache may hold
+        // the new page already; the transaction itself reads it from there.
+        self.inner.cache.insert(id, page.into());
+        Ok(Some(crc))
+    }
+}
+
+impl WriteState {
+    /// Grows the file (zero-filled, ahead of need) to hold `needed` bytes.
+    fn grow_file(&self, needed: u64) -> Result<()> {
+        let ps = self.inner.page_size as u64;
+        let mut committed = self.inner.committed.lock();
+        if needed > committed.file_len {
+            let grown = needed + grow_step(needed, ps);
+            zero_fill(&*self.inner.backend, committed.file_len, grown)?;
+            committed.file_len = grown;
+        }
+        Ok(())
     }
 }
 
@@ -401,6 +441,7 @@ impl WriteTransaction {
             inner,
             txn: base.txn + 1,
             dirty: HashMap::new(),
+            written_early: HashSet::new(),
             free_now: BTreeSet::new(),
             freed: Vec::new(),
             page_count: base.page_count,
@@ -562,12 +603,8 @@ impl WriteTransaction {
         let inner = self.st.inner.clone();
         let ps = inner.page_size as u64;
         let needed = self.st.page_count * ps;
+        self.st.grow_file(needed)?;
         let mut file_len = inner.committed.lock().file_len;
-        if needed > file_len {
-            let grown = needed + grow_step(needed, ps);
-            zero_fill(&*inner.backend, file_len, grown)?;
-            file_len = grown;
-        }
         let mut i = 0;
         let mut buf = Vec::new();
         while i < out.len() {
@@ -624,6 +661,11 @@ impl WriteTransaction {
         }
         committed.snap = snap;
         Ok(())
+    }
+
+    /// Pages this transaction holds in memory until commit (for tests and tools).
+    pub fn pages_held(&self) -> usize {
+        self.st.dirty.len()
     }
 
     /// Pages freed so far by this transaction (for tests and tools).
