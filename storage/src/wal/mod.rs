@@ -91,6 +91,10 @@ pub struct WalStats {
     pub batches: u64,
     /// Entries made durable.
     pub records: u64,
+    /// Segments started after the first (rollovers).
+    pub rollovers: u64,
+    /// Rollovers into a file zero-filled ahead of time by the preallocation thread.
+    pub preallocated: u64,
 }
 
 /// Called once with the outcome of an append or truncation: `Ok` only when durable.
@@ -137,6 +141,8 @@ pub(crate) struct Counters {
     fsyncs: AtomicU64,
     batches: AtomicU64,
     records: AtomicU64,
+    pub(crate) rollovers: AtomicU64,
+    pub(crate) preallocated: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -228,6 +234,8 @@ impl Wal {
             fsyncs: c.fsyncs.load(Ordering::Relaxed),
             batches: c.batches.load(Ordering::Relaxed),
             records: c.records.load(Ordering::Relaxed),
+            rollovers: c.rollovers.load(Ordering::Relaxed),
+            preallocated: c.preallocated.load(Ordering::Relaxed),
         }
     }
 

@@ -27,7 +27,9 @@ use super::record::{
     decode_record, framed_len, Decoded, RecordKind, SegmentHeader, NO_INDEX, RECORD_ALIGN,
     RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
 };
-use super::segment::{parse_name, prepare_segment, segment_name, ActiveSegment, FileKind};
+use super::segment::{
+    parse_name, prepare_segment, segment_name, ActiveSegment, FileKind, SegmentFile,
+};
 
 /// What opening the WAL found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -112,7 +114,11 @@ pub(crate) fn recover(dir: &dyn WalDir, segment_size: u64) -> Result<Recovered> 
             first_seq: 1,
         };
         let spare = spares.pop();
-        let active = prepare_segment(dir, header, spare.as_deref(), segment_size)?;
+        let file = match spare.as_deref() {
+            Some(name) => SegmentFile::Spare(name),
+            None => SegmentFile::New,
+        };
+        let active = prepare_segment(dir, header, file, segment_size)?;
         let mut segments = BTreeMap::new();
         segments.insert(active.id, active.backend.clone());
         return Ok(Recovered {

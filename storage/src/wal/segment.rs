@@ -2,6 +2,7 @@
 //! segment) and the handle the writer appends through.
 
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::backend::StorageBackend;
@@ -61,9 +62,43 @@ pub struct ActiveSegment {
     pub capacity: u64,
 }
 
+/// Where a new segment's file comes from.
+#[derive(Debug)]
+pub enum SegmentFile<'a> {
+    /// A purged segment kept for recycling.
+    Spare(&'a str),
+    /// `{id:016x}.tmp` for this id, already zero-filled and synced by [`preallocate`].
+    Prepared(Arc<dyn StorageBackend>),
+    /// Nothing ready: zero-fill a new file now.
+    New,
+}
+
+/// Creates `{id:016x}.tmp` of `size` bytes of zeros and syncs it, so that appending to
+/// it later never changes its size or block map (each fdatasync then flushes only
+/// data). Stops early with `Interrupted` once `cancel` is set.
+pub fn preallocate(
+    dir: &dyn WalDir,
+    id: u64,
+    size: u64,
+    cancel: &AtomicBool,
+) -> io::Result<Arc<dyn StorageBackend>> {
+    let b = dir.create(&temp_name(id))?;
+    let zeros = vec![0u8; ZERO_CHUNK];
+    let mut off = 0u64;
+    while off < size {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(io::Error::new(io::ErrorKind::Interrupted, "cancelled"));
+        }
+        let n = (size - off).min(ZERO_CHUNK as u64) as usize;
+        b.write_at(off, &zeros[..n])?;
+        off += n as u64;
+    }
+    b.sync_data()?;
+    Ok(b)
+}
+
 /// Makes segment `header.segment_id` durable and visible under its final name, with no
-/// records. Reuses the spare file `spare` if given, else creates a zero-filled file of
-/// `size` bytes.
+/// records, in the file `file` (of at least `size` bytes).
 ///
 /// Crash safety: the file gets its final name only after its header is synced, and the
 /// caller writes no record into it before this returns (directory synced). A crash
@@ -71,24 +106,17 @@ pub struct ActiveSegment {
 pub fn prepare_segment(
     dir: &dyn WalDir,
     header: SegmentHeader,
-    spare: Option<&str>,
+    file: SegmentFile<'_>,
     size: u64,
 ) -> io::Result<ActiveSegment> {
     let id = header.segment_id;
-    let (from, backend) = match spare {
-        Some(spare) => (spare.to_owned(), dir.open(spare)?),
-        None => {
-            let tmp = temp_name(id);
-            let b = dir.create(&tmp)?;
-            let zeros = vec![0u8; ZERO_CHUNK];
-            let mut off = 0u64;
-            while off < size {
-                let n = (size - off).min(ZERO_CHUNK as u64) as usize;
-                b.write_at(off, &zeros[..n])?;
-                off += n as u64;
-            }
-            (tmp, b)
-        }
+    let (from, backend) = match file {
+        SegmentFile::Spare(spare) => (spare.to_owned(), dir.open(spare)?),
+        SegmentFile::Prepared(b) => (temp_name(id), b),
+        SegmentFile::New => (
+            temp_name(id),
+            preallocate(dir, id, size, &AtomicBool::new(false))?,
+        ),
     };
     backend.write_at(0, &header.encode())?;
     backend.sync_data()?;

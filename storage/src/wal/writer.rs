@@ -22,7 +22,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::mem;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::error::{Result, StorageError};
@@ -30,7 +30,9 @@ use crate::error::{Result, StorageError};
 use super::dir::WalDir;
 use super::index::{DiskLoc, Slot};
 use super::record::{encode_record, framed_len, RecordHeader, RecordKind, SegmentHeader, NO_INDEX};
-use super::segment::{prepare_segment, segment_name, spare_name, ActiveSegment};
+use super::segment::{
+    preallocate, prepare_segment, segment_name, spare_name, ActiveSegment, SegmentFile,
+};
 use super::uring::{Completed, Uring};
 use super::{AppendCallback, Op, Shared};
 
@@ -97,6 +99,47 @@ pub(crate) struct Writer {
     next_tag: u64,
     inflight: VecDeque<Batch>,
     current: Option<Batch>,
+    /// The next segment's file, zero-filled on a helper thread while the active segment
+    /// fills, so that a rollover costs a header write and two syncs instead of writing
+    /// a whole segment of zeros while appenders wait.
+    preparing: Option<Preparing>,
+}
+
+/// A helper thread preallocating `{id:016x}.tmp`.
+#[derive(Debug)]
+struct Preparing {
+    id: u64,
+    cancel: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<io::Result<Arc<dyn crate::backend::StorageBackend>>>,
+}
+
+impl Preparing {
+    /// Waits for the file (normally long done); `None` if preparing it failed.
+    fn finish(self) -> Option<Arc<dyn crate::backend::StorageBackend>> {
+        match self.handle.join() {
+            Ok(Ok(b)) => Some(b),
+            Ok(Err(e)) => {
+                tracing::warn!(segment = self.id, error = %e, "preallocating a WAL segment failed");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    fn cancel(self) {
+        self.cancel.store(true, Ordering::Relaxed);
+        // The half-written `.tmp` is removed at the next open, or replaced when this id
+        // is prepared again.
+        let _ = self.handle.join();
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if let Some(p) = self.preparing.take() {
+            p.cancel();
+        }
+    }
 }
 
 /// A copy of an error for each waiter (io::Error is not Clone).
@@ -139,10 +182,34 @@ impl Writer {
             next_tag: 0,
             inflight: VecDeque::new(),
             current: None,
+            preparing: None,
+        }
+    }
+
+    /// Starts preallocating the segment after the active one, unless a spare will be
+    /// recycled for it.
+    fn prepare_next(&mut self) {
+        if !self.spares.is_empty() || self.preparing.is_some() {
+            return;
+        }
+        let id = self.active.id + 1;
+        let (dir, size) = (self.dir.clone(), self.segment_size);
+        let cancel = Arc::new(AtomicBool::new(false));
+        let flag = cancel.clone();
+        let spawned = std::thread::Builder::new()
+            .name("mnemo-wal-prealloc".into())
+            .spawn(move || preallocate(dir.as_ref(), id, size, &flag));
+        match spawned {
+            Ok(handle) => {
+                self.preparing = Some(Preparing { id, cancel, handle });
+            }
+            // Without the thread the rollover zero-fills the file itself.
+            Err(e) => tracing::warn!(error = %e, "cannot start the WAL preallocation thread"),
         }
     }
 
     pub fn run(mut self) {
+        self.prepare_next();
         let result = (|| -> Result<()> {
             while let Some(ops) = self.next_ops()? {
                 self.process(ops)?;
@@ -399,8 +466,17 @@ impl Writer {
             first_index: self.stream_next.unwrap_or(NO_INDEX),
             first_seq,
         };
+        let prepared = match self.preparing.take() {
+            Some(p) if p.id == id => p.finish(),
+            Some(p) => {
+                p.cancel();
+                None
+            }
+            None => None,
+        };
         let mut spare = None;
-        while let Some(name) = self.spares.pop() {
+        while prepared.is_none() {
+            let Some(name) = self.spares.pop() else { break };
             let big_enough = self.dir.open(&name)?.len()? >= self.segment_size;
             if big_enough {
                 spare = Some(name);
@@ -408,19 +484,26 @@ impl Writer {
             }
             self.dir.remove(&name)?;
         }
-        let next = prepare_segment(
-            self.dir.as_ref(),
-            header,
-            spare.as_deref(),
-            self.segment_size,
-        )?;
-        tracing::debug!(segment = id, recycled = spare.is_some(), "WAL rolled over");
+        let (recycled, preallocated) = (spare.is_some(), prepared.is_some());
+        let file = match (prepared, spare.as_deref()) {
+            (Some(b), _) => SegmentFile::Prepared(b),
+            (None, Some(name)) => SegmentFile::Spare(name),
+            (None, None) => SegmentFile::New,
+        };
+        let next = prepare_segment(self.dir.as_ref(), header, file, self.segment_size)?;
+        tracing::debug!(segment = id, recycled, preallocated, "WAL rolled over");
+        let stats = &self.shared.stats;
+        stats.rollovers.fetch_add(1, Ordering::Relaxed);
+        if preallocated {
+            stats.preallocated.fetch_add(1, Ordering::Relaxed);
+        }
         self.shared
             .state
             .lock()
             .segments
             .insert(id, next.backend.clone());
         self.active = next;
+        self.prepare_next();
         Ok(())
     }
 
