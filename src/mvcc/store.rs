@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use mnemo_proto::etcdserverpb::{AlarmMember, RangeRequest, RangeResponse};
 use mnemo_proto::mvccpb::KeyValue;
-use mnemo_storage::{Database, DatabaseOptions, Durability, Table};
+use mnemo_storage::{CommitPoint, Database, DatabaseOptions, Durability, Table};
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use super::index::{IndexKey, IndexLoader, IndexRev, KeyIndex};
@@ -551,6 +551,18 @@ impl Store {
             rtx: self.db().begin_read()?,
             opts: self.opts.clone(),
         })
+    }
+
+    /// The last committed batch, to be made durable later by [`Store::checkpoint`].
+    pub fn commit_point(&self) -> CommitPoint {
+        self.db().commit_point()
+    }
+
+    /// Makes the batch at `point` durable (unless a newer one already is) without
+    /// holding up the batches after it.
+    pub fn checkpoint(&self, point: &CommitPoint) -> Result<()> {
+        point.checkpoint()?;
+        Ok(())
     }
 
     /// Makes every commit so far durable.

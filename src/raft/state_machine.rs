@@ -3,9 +3,11 @@
 //! Applying is [`apply_batch`]: a pure function of (store state, entries) that opens one
 //! store batch, applies the [`Command`]s of each normal entry's proposal, records the last applied log id
 //! and (when one is in the batch) the membership under the store's meta keys, and commits.
-//! Most commits are [`Durability::Deferred`]; one is durable every
-//! [`DurabilityPolicy::every_entries`] entries or [`DurabilityPolicy::every`], at every
-//! snapshot and at shutdown. The WAL holds every entry after the last durable commit (the
+//! Batches commit [`Durability::Deferred`]. Every [`DurabilityPolicy::every_entries`]
+//! entries or [`DurabilityPolicy::every`], a batch's commit is made durable afterwards by
+//! a checkpoint on a blocking thread ([`ApplyStore::checkpoint`]) while the next batches
+//! apply, so the page file's fdatasync never holds up the apply path; the store is also
+//! made durable at every snapshot and at shutdown. The WAL holds every entry after the last durable commit (the
 //! log store purges lazily), so a crash that loses deferred commits is repaired by
 //! re-applying from the log at restart.
 //!
@@ -16,6 +18,7 @@ use std::fmt;
 use std::fs::File;
 use std::io;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -57,6 +60,12 @@ pub trait ApplyStore: Send + Sync + 'static {
     fn begin_apply(&self) -> Result<Self::Batch<'_>>;
     /// Makes every committed batch durable.
     fn sync(&self) -> Result<()>;
+    /// The last committed batch, for [`ApplyStore::checkpoint`].
+    type Point: Send + Sync + 'static;
+    fn commit_point(&self) -> Self::Point;
+    /// Makes the batch at `point` durable (unless a newer one already is) while later
+    /// batches go on.
+    fn checkpoint(&self, point: &Self::Point) -> Result<()>;
     /// The store as of the last committed batch, to be copied while batches go on.
     type Frozen: FrozenStore;
     fn freeze(&self) -> Result<Self::Frozen>;
@@ -93,6 +102,13 @@ impl ApplyStore for Store {
     }
     fn sync(&self) -> Result<()> {
         Store::sync(self)
+    }
+    type Point = mnemo_storage::CommitPoint;
+    fn commit_point(&self) -> Self::Point {
+        Store::commit_point(self)
+    }
+    fn checkpoint(&self, point: &Self::Point) -> Result<()> {
+        Store::checkpoint(self, point)
     }
     type Frozen = FrozenState;
     fn freeze(&self) -> Result<FrozenState> {
@@ -222,6 +238,8 @@ pub struct StateMachine<S: ApplyStore = Store> {
     builds: Arc<Mutex<()>>,
     progress: Arc<Progress>,
     policy: DurabilityPolicy,
+    /// Set while a checkpoint runs; the next one starts only after it.
+    checkpointing: Arc<AtomicBool>,
     on_applied: OnApplied,
     /// Clients of this member waiting for the commands it forwarded to the leader.
     forwarded: Option<Arc<Waiters>>,
@@ -266,6 +284,7 @@ impl<S: ApplyStore> StateMachine<S> {
             builds: Arc::default(),
             progress,
             policy,
+            checkpointing: Arc::default(),
             on_applied,
             forwarded: None,
         })
@@ -327,27 +346,52 @@ impl<S: ApplyStore> RaftStateMachine<TypeConfig> for StateMachine<S> {
         // log has to hold everything the store applied.
         let due = inner.entries_since_durable + n >= self.policy.every_entries
             || inner.last_durable.elapsed() >= self.policy.every;
-        let durable = due && self.progress.flushed().is_some_and(|f| f >= last);
-        let durability = if durable {
-            Durability::Durable
-        } else {
-            Durability::Deferred
-        };
+        let checkpoint = due
+            && self.progress.flushed().is_some_and(|f| f >= last)
+            && !self.checkpointing.swap(true, Ordering::AcqRel);
         let store = self.store.clone();
         let (mut inner, result) = tokio::task::spawn_blocking(move || {
-            let r = apply_batch(store.as_ref(), &mut inner.state, &entries, durability);
+            let r = apply_batch(
+                store.as_ref(),
+                &mut inner.state,
+                &entries,
+                Durability::Deferred,
+            )
+            .map(|(responses, applied)| {
+                // Taken before the lock is released: exactly this batch's commit.
+                let point = checkpoint.then(|| store.commit_point());
+                (responses, applied, point)
+            });
             (inner, r)
         })
         .await
         .map_err(sm_err)?;
-        let (responses, applied) = result.map_err(sm_err)?;
+        let (responses, applied, point) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                if checkpoint {
+                    self.checkpointing.store(false, Ordering::Release);
+                }
+                return Err(sm_err(e));
+            }
+        };
         self.progress.set_applied(last);
-        if durable {
-            inner.entries_since_durable = 0;
-            inner.last_durable = Instant::now();
-            self.progress.set_durable_applied(last);
-        } else {
-            inner.entries_since_durable += n;
+        match point {
+            Some(point) => {
+                inner.entries_since_durable = 0;
+                inner.last_durable = Instant::now();
+                let (store, progress) = (self.store.clone(), self.progress.clone());
+                let busy = self.checkpointing.clone();
+                tokio::task::spawn_blocking(move || {
+                    match store.checkpoint(&point) {
+                        Ok(()) => progress.set_durable_applied(last),
+                        // The store refuses writes from now on; the next apply fails.
+                        Err(e) => tracing::error!(error = %e, "store checkpoint failed"),
+                    }
+                    busy.store(false, Ordering::Release);
+                });
+            }
+            None => inner.entries_since_durable += n,
         }
         drop(inner);
         (self.on_applied)(applied);

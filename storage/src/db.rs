@@ -47,6 +47,68 @@ impl Default for DatabaseOptions {
     }
 }
 
+/// A commit that [`CommitPoint::checkpoint`] can make durable after the fact, while
+/// later (deferred) commits go on.
+#[derive(Debug, Clone)]
+pub struct CommitPoint {
+    inner: Arc<Inner>,
+    snap: Snapshot,
+}
+
+impl CommitPoint {
+    /// Transaction id of the commit.
+    pub fn txn(&self) -> u64 {
+        self.snap.txn
+    }
+
+    /// Makes this commit durable, unless it or a newer one already is; returns whether it
+    /// wrote a slot. Writers are not held up: one fdatasync makes every page written so
+    /// far durable (the commit's among them), then the slot naming the commit is written
+    /// and synced.
+    ///
+    /// Safe alongside later commits because no page of an undurable commit is reused
+    /// until a commit that freed it is durable (see `write.rs`): every page this commit
+    /// reads is still what it wrote when its slot lands. On an I/O error the database
+    /// refuses further writes, as after a failed commit.
+    pub fn checkpoint(&self) -> Result<bool> {
+        let inner = &self.inner;
+        let res = (|| {
+            let _slots = inner.slots.lock();
+            if poisoned(inner) {
+                return Err(StorageError::Closed);
+            }
+            let (base_txn, active) = {
+                let c = inner.committed.lock();
+                (c.last_durable, c.active_slot)
+            };
+            if base_txn >= self.snap.txn {
+                return Ok(false);
+            }
+            inner.backend.sync_data()?;
+            let slot = Slot {
+                txn: self.snap.txn,
+                catalog: self.snap.catalog,
+                freedb: self.snap.freedb,
+                page_count: self.snap.page_count,
+                base_txn,
+            };
+            let target = 1 - active;
+            inner
+                .backend
+                .write_at(SLOT_OFFSETS[target], &slot.encode())?;
+            inner.backend.sync_data()?;
+            let mut c = inner.committed.lock();
+            c.active_slot = target;
+            c.last_durable = self.snap.txn;
+            Ok(true)
+        })();
+        if res.is_err() {
+            inner.poisoned.store(true, Ordering::Release);
+        }
+        res
+    }
+}
+
 /// The roots and size of one committed state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Snapshot {
@@ -73,6 +135,10 @@ pub(crate) struct Inner {
     pub page_size: usize,
     pub cache: PageCache,
     pub committed: Mutex<Committed>,
+    /// Held while a commit slot is written and synced (a durable commit, a checkpoint,
+    /// a shrink), so that only one of them decides `active_slot` at a time. Taken before
+    /// `committed`.
+    pub slots: Mutex<()>,
     /// Live readers per snapshot txn id.
     pub readers: Mutex<BTreeMap<u64, usize>>,
     writer_busy: Mutex<bool>,
@@ -119,6 +185,7 @@ impl Inner {
     pub(crate) fn shrink_file(&self) -> Result<()> {
         self.begin_writer();
         let res = (|| {
+            let _slots = self.slots.lock();
             let mut c = self.committed.lock();
             let len = c.snap.page_count * self.page_size as u64;
             if c.last_durable == c.snap.txn && c.file_len > len {
@@ -257,6 +324,7 @@ impl Database {
                     active_slot,
                     file_len,
                 }),
+                slots: Mutex::new(()),
                 readers: Mutex::new(BTreeMap::new()),
                 writer_busy: Mutex::new(false),
                 writer_cv: Condvar::new(),
@@ -397,6 +465,14 @@ impl Database {
     /// Transaction id of the latest commit known to be on disk.
     pub fn last_durable_txn(&self) -> u64 {
         self.inner.committed.lock().last_durable
+    }
+
+    /// The latest commit, to be made durable later with [`CommitPoint::checkpoint`].
+    pub fn commit_point(&self) -> CommitPoint {
+        CommitPoint {
+            inner: self.inner.clone(),
+            snap: self.inner.committed.lock().snap,
+        }
     }
 
     /// Walks the whole file and reports every problem found, plus statistics.

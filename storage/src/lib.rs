@@ -27,8 +27,8 @@ pub use backend::{CrashMode, FaultBackend, FileBackend, MemoryBackend, StorageBa
 pub use check::{CheckReport, PageMap, PageUse, Stats, TreeStats};
 pub use compact::{CompactCursor, CompactStep};
 pub use db::{
-    Database, DatabaseOptions, Durability, Entry, OpenReport, Range, ReadTransaction, Table,
-    ValueGuard,
+    CommitPoint, Database, DatabaseOptions, Durability, Entry, OpenReport, Range, ReadTransaction,
+    Table, ValueGuard,
 };
 pub use error::{Location, Result, StorageError};
 pub use wal::{IoPath, Record, Wal, WalOptions};

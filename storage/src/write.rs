@@ -627,6 +627,7 @@ impl WriteTransaction {
         // 5. Make it durable: one fdatasync covers the pages and the slot. Opening after a
         //    crash verifies every page newer than `base_txn` (see Slot). Deferred commits
         //    never shrink the file: a crash would keep the shrink and lose their state.
+        let _slots = (durability == Durability::Durable).then(|| inner.slots.lock());
         let mut committed = inner.committed.lock();
         if durability == Durability::Durable {
             let slot = Slot {

@@ -160,6 +160,20 @@ impl ApplyStore for MemStore {
         Ok(())
     }
 
+    type Point = MemState;
+    fn commit_point(&self) -> MemState {
+        self.current.lock().clone()
+    }
+
+    fn checkpoint(&self, point: &MemState) -> Result<()> {
+        let mut durable = self.durable.lock();
+        if point.revision >= durable.revision {
+            *durable = point.clone();
+            self.durable_commits.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
     type Frozen = FrozenMem;
     fn freeze(&self) -> Result<FrozenMem> {
         self.freezes.fetch_add(1, Ordering::SeqCst);

@@ -153,6 +153,13 @@ async fn durable_commits_follow_the_policy_and_snapshots_are_taken() {
     for i in 1..=60 {
         node.propose(put(&format!("k{i}"), "v")).await.unwrap();
     }
+    // Checkpoints finish in the background: wait (bounded) for the one after entry 50.
+    for _ in 0..500 {
+        if store.durable_state().revision >= 50 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert!(store.durable_commits.load(Ordering::Relaxed) >= 3);
     let durable = store.durable_state();
     assert!(durable.revision >= 50, "durable at {}", durable.revision);
