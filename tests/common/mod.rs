@@ -23,6 +23,7 @@ pub mod linearizability;
 pub mod proxy;
 pub mod workload;
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -69,12 +70,24 @@ pub fn mnemo_command() -> Command {
     cmd
 }
 
-/// A free TCP port on 127.0.0.1 (free when asked; another process may take it later).
+/// A free TCP port on 127.0.0.1 (free when asked; another process may take it later),
+/// never one this test process handed out before: the kernel may offer a port again as
+/// soon as the probe closes, which once gave a member the same client and peer port.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port on 127.0.0.1")
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("no free port on 127.0.0.1");
+        if HANDED_OUT
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(port)
+        {
+            return port;
+        }
+    }
 }
 
 /// The ports and URLs of one member.
