@@ -7,9 +7,9 @@
 //! entries or [`DurabilityPolicy::every`], a batch's commit is made durable afterwards by
 //! a checkpoint on a blocking thread ([`ApplyStore::checkpoint`]) while the next batches
 //! apply, so the page file's fdatasync never holds up the apply path; the store is also
-//! made durable at every snapshot and at shutdown. The WAL holds every entry after the last durable commit (the
-//! log store purges lazily), so a crash that loses deferred commits is repaired by
-//! re-applying from the log at restart.
+//! made durable at every snapshot and at shutdown. The WAL holds every entry after the
+//! last durable commit (the log store purges lazily), so a crash that loses deferred
+//! commits is repaired by re-applying from the log at restart.
 //!
 //! Every committed batch's [`Applied`] goes to the `on_applied` callback, in commit order
 //! (the watch hub and the lease clock listen there).

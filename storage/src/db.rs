@@ -85,18 +85,7 @@ impl CommitPoint {
                 return Ok(false);
             }
             inner.backend.sync_data()?;
-            let slot = Slot {
-                txn: self.snap.txn,
-                catalog: self.snap.catalog,
-                freedb: self.snap.freedb,
-                page_count: self.snap.page_count,
-                base_txn,
-            };
-            let target = 1 - active;
-            inner
-                .backend
-                .write_at(SLOT_OFFSETS[target], &slot.encode())?;
-            inner.backend.sync_data()?;
+            let target = inner.write_slot(&self.snap, base_txn, active)?;
             let mut c = inner.committed.lock();
             c.active_slot = target;
             c.last_durable = self.snap.txn;
@@ -178,6 +167,28 @@ impl Inner {
         })?;
         page::validate(&buf, id)?;
         Ok(buf)
+    }
+
+    /// Writes `snap` into the commit slot other than `active`, built on the durable
+    /// commit `base_txn`, and syncs; returns the slot written. The caller holds `slots`.
+    pub(crate) fn write_slot(
+        &self,
+        snap: &Snapshot,
+        base_txn: u64,
+        active: usize,
+    ) -> Result<usize> {
+        let slot = Slot {
+            txn: snap.txn,
+            catalog: snap.catalog,
+            freedb: snap.freedb,
+            page_count: snap.page_count,
+            base_txn,
+        };
+        let target = 1 - active;
+        self.backend
+            .write_at(SLOT_OFFSETS[target], &slot.encode())?;
+        self.backend.sync_data()?;
+        Ok(target)
     }
 
     /// Shrinks the file to the latest commit's page count if that commit is durable

@@ -23,7 +23,6 @@ use crate::db::{
     lookup_table, poisoned, Durability, Inner, Snapshot, Table, TableMeta, ValueGuard,
 };
 use crate::error::{Result, StorageError};
-use crate::header::{Slot, SLOT_OFFSETS};
 use crate::page::{self, BranchPage, ChildRef, LeafEntry, LeafPage, OverflowRef, PageId, PageKind};
 
 /// Page ids per free-DB record, so a record always fits inline in a leaf.
@@ -630,19 +629,8 @@ impl WriteTransaction {
         let _slots = (durability == Durability::Durable).then(|| inner.slots.lock());
         let mut committed = inner.committed.lock();
         if durability == Durability::Durable {
-            let slot = Slot {
-                txn: snap.txn,
-                catalog: snap.catalog,
-                freedb: snap.freedb,
-                page_count: snap.page_count,
-                base_txn: committed.last_durable,
-            };
-            let target = 1 - committed.active_slot;
-            inner
-                .backend
-                .write_at(SLOT_OFFSETS[target], &slot.encode())?;
-            inner.backend.sync_data()?;
-            committed.active_slot = target;
+            committed.active_slot =
+                inner.write_slot(&snap, committed.last_durable, committed.active_slot)?;
             committed.last_durable = snap.txn;
             // Give back a large free tail only now that a slot naming the smaller size is
             // durable, so no durable slot claims more pages than the file holds (the other
