@@ -346,3 +346,38 @@ async fn metrics_use_etcds_names_and_the_text_format() {
         .unwrap();
     assert_eq!(u64::from_str_radix(id, 16).unwrap(), header.member_id);
 }
+
+#[tokio::test]
+async fn checkpoints_are_timed_in_their_own_histogram() {
+    let m = MnemoProcess::start(&[]);
+    let mut kv = m.kv().await;
+    let h = "mnemo_backend_checkpoint_duration_seconds";
+    // A checkpoint follows the first batch applied a second after the last one; keep
+    // writing until one is counted.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let metrics = loop {
+        kv.put(PutRequest {
+            key: b"c".to_vec(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let metrics = parse_metrics(&http_request(m.client_addr(), "GET", "/metrics").body);
+        let count = metrics.get(&format!("{h}_count")).copied();
+        assert!(count.is_some(), "no {h}_count in {metrics:?}");
+        if count >= Some(1.0) {
+            break metrics;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint counted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    };
+    let count = metrics[&format!("{h}_count")];
+    assert_eq!(metrics[&format!("{h}_bucket{{le=\"+Inf\"}}")], count);
+    assert!(metrics[&format!("{h}_sum")] > 0.0);
+    // Apply commits stay in etcd's backend histogram, counted apart.
+    assert!(metrics["etcd_disk_backend_commit_duration_seconds_count"] >= count);
+}

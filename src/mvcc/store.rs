@@ -154,6 +154,9 @@ pub struct Store {
     pub(crate) prev_kv_watchers: AtomicUsize,
     /// How long apply batches' page-file commits took (etcd's backend commit).
     pub(crate) commit_latency: mnemo_storage::histogram::LatencyHistogram,
+    /// How long checkpoints took: the page file's fdatasync, slot write and fdatasync
+    /// that make a deferred commit durable.
+    checkpoint_latency: mnemo_storage::histogram::LatencyHistogram,
 }
 
 /// History records an apply batch removes from the page file, at most, after a
@@ -350,6 +353,7 @@ impl Store {
             watchers: AtomicUsize::new(usize::MAX),
             prev_kv_watchers: AtomicUsize::new(usize::MAX),
             commit_latency: Default::default(),
+            checkpoint_latency: Default::default(),
         })
     }
 
@@ -400,12 +404,17 @@ impl Store {
         }
     }
 
-    /// Every lease, by id.
     /// How long apply batches' page-file commits took since open.
     pub fn commit_latency(&self) -> mnemo_storage::histogram::HistogramSnapshot {
         self.commit_latency.snapshot()
     }
 
+    /// How long [`Store::checkpoint`]s took since open.
+    pub fn checkpoint_latency(&self) -> mnemo_storage::histogram::HistogramSnapshot {
+        self.checkpoint_latency.snapshot()
+    }
+
+    /// Every lease, by id.
     pub fn leases(&self) -> Vec<LeaseInfo> {
         self.state.read().leases.values().cloned().collect()
     }
@@ -561,7 +570,9 @@ impl Store {
     /// Makes the batch at `point` durable (unless a newer one already is) without
     /// holding up the batches after it.
     pub fn checkpoint(&self, point: &CommitPoint) -> Result<()> {
+        let started = std::time::Instant::now();
         point.checkpoint()?;
+        self.checkpoint_latency.observe(started.elapsed());
         Ok(())
     }
 

@@ -204,6 +204,11 @@ impl EtcdServer {
             "The latency distributions of commit called by backend.",
             &self.store.commit_latency(),
         );
+        out.histogram(
+            "mnemo_backend_checkpoint_duration_seconds",
+            "The latency distributions of checkpoints making the backend's commits durable.",
+            &self.store.checkpoint_latency(),
+        );
         self.grpc_stats.write_handled(&mut out.0);
         out.0
     }
