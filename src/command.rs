@@ -5,6 +5,7 @@
 //! protobuf so that the log is compact and versionable. Applying a command is a pure
 //! function of (state, command): every member computes the same [`CommandResponse`].
 
+use mnemo_proto::etcdserverpb::{request_op, RequestOp};
 use mnemo_proto::etcdserverpb::{
     AlarmRequest, AlarmResponse, AuthDisableRequest, AuthEnableRequest, AuthRoleAddRequest,
     AuthRoleDeleteRequest, AuthRoleGrantPermissionRequest, AuthRoleRevokePermissionRequest,
@@ -101,6 +102,34 @@ impl Command {
             forward_id: 0,
         }
     }
+
+    /// Whether applying this command touches only single keys, at most
+    /// [`POINT_TXN_OPS`] of them: a put, a one-key delete, or a txn of one-key
+    /// operations (compares never scan). Such a command applies in microseconds.
+    pub fn is_point(&self) -> bool {
+        match &self.op {
+            Some(Op::Put(_)) => true,
+            Some(Op::DeleteRange(d)) => d.range_end.is_empty(),
+            Some(Op::Txn(t)) => point_ops(t).is_some_and(|n| n <= POINT_TXN_OPS),
+            _ => false,
+        }
+    }
+}
+
+/// The most operations a txn may hold for [`Command::is_point`].
+pub const POINT_TXN_OPS: usize = 16;
+
+/// The number of operations in `t` and its nested txns if every one touches a single
+/// key; `None` if one may touch a range.
+fn point_ops(t: &TxnRequest) -> Option<usize> {
+    let one = |op: &RequestOp| match &op.request {
+        Some(request_op::Request::RequestRange(r)) => r.range_end.is_empty().then_some(1),
+        Some(request_op::Request::RequestPut(_)) => Some(1),
+        Some(request_op::Request::RequestDeleteRange(d)) => d.range_end.is_empty().then_some(1),
+        Some(request_op::Request::RequestTxn(t)) => point_ops(t).map(|n| n + 1),
+        None => Some(0),
+    };
+    t.success.iter().chain(&t.failure).map(one).sum()
 }
 
 /// The result of applying one [`Command`]. Response headers carry the revision the
@@ -142,5 +171,68 @@ mod tests {
         assert_eq!(back, cmd);
         // An empty buffer decodes to a command with no operation, which apply rejects.
         assert_eq!(Command::decode(&[][..]).unwrap().op, None);
+    }
+
+    #[test]
+    fn point_commands_touch_single_keys_only() {
+        use mnemo_proto::etcdserverpb::{RangeRequest, RequestOp};
+        let put = || PutRequest {
+            key: b"k".to_vec(),
+            ..Default::default()
+        };
+        let del = |end: &[u8]| DeleteRangeRequest {
+            key: b"k".to_vec(),
+            range_end: end.to_vec(),
+            ..Default::default()
+        };
+        let op = |r: request_op::Request| RequestOp { request: Some(r) };
+        let get = |end: &[u8]| {
+            op(request_op::Request::RequestRange(RangeRequest {
+                key: b"k".to_vec(),
+                range_end: end.to_vec(),
+                ..Default::default()
+            }))
+        };
+        let txn = |success: Vec<RequestOp>, failure: Vec<RequestOp>| TxnRequest {
+            success,
+            failure,
+            ..Default::default()
+        };
+        let point = |o: Op| Command::new(o).is_point();
+
+        assert!(point(Op::Put(put())));
+        assert!(point(Op::DeleteRange(del(b""))));
+        assert!(!point(Op::DeleteRange(del(b"l"))));
+        assert!(!point(Op::DeleteRange(del(b"\0"))), "from-key delete");
+        assert!(!point(Op::Compaction(CompactionRequest::default())));
+        assert!(!point(Op::LeaseRevoke(LeaseRevokeRequest::default())));
+        assert!(!Command::default().is_point());
+
+        // Kubernetes' write: compare, then put on success, get on failure.
+        let k8s = txn(
+            vec![op(request_op::Request::RequestPut(put()))],
+            vec![get(b"")],
+        );
+        assert!(point(Op::Txn(k8s.clone())));
+        assert!(
+            !point(Op::Txn(txn(vec![get(b"l")], vec![]))),
+            "a ranged get"
+        );
+        let nested = |t: TxnRequest| op(request_op::Request::RequestTxn(t));
+        assert!(point(Op::Txn(txn(vec![nested(k8s.clone())], vec![]))));
+        assert!(!point(Op::Txn(txn(
+            vec![nested(txn(
+                vec![],
+                vec![op(request_op::Request::RequestDeleteRange(del(b"z")))]
+            ))],
+            vec![]
+        ))));
+        let puts = |n| {
+            (0..n)
+                .map(|_| op(request_op::Request::RequestPut(put())))
+                .collect()
+        };
+        assert!(point(Op::Txn(txn(puts(POINT_TXN_OPS), vec![]))));
+        assert!(!point(Op::Txn(txn(puts(POINT_TXN_OPS + 1), vec![]))));
     }
 }

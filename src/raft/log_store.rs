@@ -29,7 +29,7 @@ use std::fs;
 use std::io;
 use std::ops::{Bound, Range, RangeBounds};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use mnemo_storage::wal::{Record, Wal, WalOptions};
@@ -55,13 +55,25 @@ const PURGE_STEP: u64 = 10_000;
 type StoreResult<T> = Result<T, StorageError<u64>>;
 
 /// Positions shared by the log store, the state machine and the node: each an index + 1,
-/// 0 meaning none (raft index 0 is a real index).
+/// 0 meaning none (raft index 0 is a real index); and how many commands this member has
+/// proposed and not yet answered.
 #[derive(Debug, Default)]
 pub struct Progress {
     flushed: AtomicU64,
     committed: AtomicU64,
     applied: AtomicU64,
     durable_applied: AtomicU64,
+    proposed: AtomicUsize,
+}
+
+/// Counts one proposed command in [`Progress::proposed`] while it lives.
+#[derive(Debug)]
+pub struct ProposedGuard<'a>(&'a Progress);
+
+impl Drop for ProposedGuard<'_> {
+    fn drop(&mut self) {
+        self.0.proposed.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 fn load(a: &AtomicU64) -> Option<u64> {
@@ -94,6 +106,16 @@ impl Progress {
     }
     pub(crate) fn set_durable_applied(&self, index: u64) {
         raise(&self.durable_applied, index);
+    }
+    /// Commands proposed through this member's own raft and not yet answered, queued
+    /// ones included (commands a follower forwarded to the leader are not counted).
+    pub fn proposed(&self) -> usize {
+        self.proposed.load(Ordering::Acquire)
+    }
+    /// Counts a command as proposed until the guard drops.
+    pub(crate) fn propose(&self) -> ProposedGuard<'_> {
+        self.proposed.fetch_add(1, Ordering::AcqRel);
+        ProposedGuard(self)
     }
     fn set_flushed(&self, index: Option<u64>) {
         self.flushed

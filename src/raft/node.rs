@@ -390,6 +390,11 @@ impl<S: ApplyStore> RaftNode<S> {
             .map(|h| h.wal().fsync_latency())
     }
 
+    /// Commands proposed through this member's raft and not yet answered.
+    pub fn proposed(&self) -> usize {
+        self.progress.proposed()
+    }
+
     /// WAL counters (fsyncs, batches, records), while the node runs.
     pub fn wal_stats(&self) -> Option<WalStats> {
         self.wal_handle.lock().as_ref().map(|h| h.wal().stats())
@@ -438,6 +443,7 @@ impl<S: ApplyStore> RaftNode<S> {
         deadline: tokio::time::Instant,
     ) -> Result<CommandResponse> {
         let (tx, rx) = oneshot::channel();
+        let _proposed = self.progress.propose();
         self.proposals
             .send(Pending { cmd, tx })
             .map_err(|_| Error::Stopped)?;

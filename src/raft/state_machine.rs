@@ -183,6 +183,17 @@ pub fn read_applied_state<S: ApplyStore>(store: &S) -> Result<AppliedState> {
     })
 }
 
+/// Whether `entries` is one normal entry holding one [`Command::is_point`] command.
+fn is_lone_point(entries: &[Entry<TypeConfig>]) -> bool {
+    match entries {
+        [e] => match &e.payload {
+            EntryPayload::Normal(p) => matches!(p.commands.as_slice(), [c] if c.is_point()),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
 /// Applies `entries` (contiguous, after `state.applied`) to `store` in one batch and
 /// commits it with `durability`; `state` is updated to the batch's end. Returns, per
 /// entry in order, one response per command of its proposal (none for blank and
@@ -350,7 +361,8 @@ impl<S: ApplyStore> RaftStateMachine<TypeConfig> for StateMachine<S> {
             && self.progress.flushed().is_some_and(|f| f >= last)
             && !self.checkpointing.swap(true, Ordering::AcqRel);
         let store = self.store.clone();
-        let (mut inner, result) = tokio::task::spawn_blocking(move || {
+        let lone = self.progress.proposed() <= 1 && is_lone_point(&entries);
+        let work = move || {
             let r = apply_batch(
                 store.as_ref(),
                 &mut inner.state,
@@ -363,9 +375,16 @@ impl<S: ApplyStore> RaftStateMachine<TypeConfig> for StateMachine<S> {
                 (responses, applied, point)
             });
             (inner, r)
-        })
-        .await
-        .map_err(sm_err)?;
+        };
+        // A lone one-key command while nothing else is proposed here applies on this task:
+        // the blocking pool's two thread wake-ups would be a sixth of a sequential put.
+        // Under load batches go to the pool, which keeps the runtime's workers serving
+        // connections (applying inline there lowered etcdctl check perf's rate by 12%).
+        let (mut inner, result) = if lone {
+            work()
+        } else {
+            tokio::task::spawn_blocking(work).await.map_err(sm_err)?
+        };
         let (responses, applied, point) = match result {
             Ok(r) => r,
             Err(e) => {

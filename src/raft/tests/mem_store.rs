@@ -30,6 +30,8 @@ pub struct MemStore {
     pub durable_commits: AtomicU64,
     pub deferred_commits: AtomicU64,
     pub freezes: AtomicU64,
+    /// The thread each apply batch ran on, in order.
+    pub batch_threads: Mutex<Vec<std::thread::ThreadId>>,
     /// While set, writing out a frozen state waits (see [`MemStore::hold_snapshot_writes`]).
     write_gate: Arc<(Mutex<bool>, Condvar)>,
 }
@@ -145,6 +147,7 @@ impl ApplyStore for MemStore {
     }
 
     fn begin_apply(&self) -> Result<MemBatch<'_>> {
+        self.batch_threads.lock().push(std::thread::current().id());
         let current = self.current.lock();
         let work = current.clone();
         Ok(MemBatch {

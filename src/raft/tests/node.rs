@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use mnemo_proto::etcdserverpb::PutRequest;
+use mnemo_proto::etcdserverpb::{DeleteRangeRequest, PutRequest};
 use mnemo_storage::wal::WalOptions;
 
 use super::mem_store::MemStore;
@@ -252,4 +252,66 @@ async fn concurrent_proposals_share_entries_and_fsyncs() {
     assert!(entries < 320, "640 commands took {entries} entries");
     assert!(after.fsyncs - before.fsyncs <= entries);
     node.shutdown().await.unwrap();
+}
+
+/// Run on a current-thread runtime, so "applied on the raft task" is "applied on this
+/// thread": a lone put applies inline, batches under concurrent proposals and commands
+/// that may touch many keys go to the blocking pool.
+#[tokio::test]
+async fn lone_point_commands_apply_inline_and_the_rest_on_the_blocking_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(MemStore::default());
+    let (node, _) = start(options(dir.path()), store.clone()).await;
+    let node = Arc::new(node);
+    let here = std::thread::current().id();
+    let inline = |from: usize| {
+        let t = store.batch_threads.lock();
+        (
+            t[from..].iter().filter(|&&id| id == here).count(),
+            t.len() - from,
+        )
+    };
+
+    // The leader's blank entry applies on its own: wait until it has.
+    node.propose(put("first", "v")).await.unwrap();
+    let from = store.batch_threads.lock().len();
+    for i in 0..10 {
+        node.propose(put(&format!("lone{i}"), "v")).await.unwrap();
+        assert_eq!(
+            node.proposed(),
+            0,
+            "an answered proposal is no longer counted"
+        );
+    }
+    assert_eq!(inline(from), (10, 10), "(inline, all) batches of lone puts");
+
+    // A delete of a range may touch any number of keys: never inline.
+    let from = store.batch_threads.lock().len();
+    let range_delete = Command::new(Op::DeleteRange(DeleteRangeRequest {
+        key: b"lone".to_vec(),
+        range_end: b"lonf".to_vec(),
+        ..Default::default()
+    }));
+    node.propose(range_delete).await.unwrap();
+    assert_eq!(inline(from), (0, 1));
+
+    // 16 proposals at once: the first may apply alone, the batches behind it do not.
+    let from = store.batch_threads.lock().len();
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let node = node.clone();
+            tokio::spawn(async move { node.propose(put(&format!("c{i}"), "v")).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let (on_task, batches) = inline(from);
+    assert!(
+        batches >= 1 && on_task <= 1,
+        "{on_task} of {batches} batches applied inline"
+    );
+    assert_eq!(node.proposed(), 0);
+    assert_eq!(store.state().kv.len(), 27);
+    Arc::try_unwrap(node).unwrap().shutdown().await.unwrap();
 }
