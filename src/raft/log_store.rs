@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use mnemo_storage::wal::{Record, Wal, WalOptions};
+use mnemo_storage::wal::{AppendCallback, Record, Wal, WalOptions};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{
     Entry, LogId, LogIdOptionExt, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote,
@@ -64,6 +64,8 @@ pub struct Progress {
     applied: AtomicU64,
     durable_applied: AtomicU64,
     proposed: AtomicUsize,
+    /// Members (voters and learners) of the applied membership.
+    members: AtomicUsize,
 }
 
 /// Counts one proposed command in [`Progress::proposed`] while it lives.
@@ -116,6 +118,19 @@ impl Progress {
     pub(crate) fn propose(&self) -> ProposedGuard<'_> {
         self.proposed.fetch_add(1, Ordering::AcqRel);
         ProposedGuard(self)
+    }
+    /// Members of the cluster as of the last applied membership (0 before one is).
+    pub fn members(&self) -> usize {
+        self.members.load(Ordering::Acquire)
+    }
+    pub(crate) fn set_members(&self, n: usize) {
+        self.members.store(n, Ordering::Release);
+    }
+    /// A member alone in its cluster with at most one command of its own in flight: its
+    /// log appends write the WAL inline ([`Wal::append_inline`]). With peers, an append
+    /// must not hold up replication; under load, appends group in the writer thread.
+    fn quiet_and_alone(&self) -> bool {
+        self.members() <= 1 && self.proposed() <= 1
     }
     fn set_flushed(&self, index: Option<u64>) {
         self.flushed
@@ -484,17 +499,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
         }
         let progress = self.progress.clone();
-        self.wal()
-            .append_with(
-                records,
-                Box::new(move |r| {
-                    if r.is_ok() {
-                        raise(&progress.flushed, last);
-                    }
-                    callback.log_io_completed(r.map_err(io::Error::other));
-                }),
-            )
-            .map_err(io_err)?;
+        let done: AppendCallback = Box::new(move |r| {
+            if r.is_ok() {
+                raise(&progress.flushed, last);
+            }
+            callback.log_io_completed(r.map_err(io::Error::other));
+        });
+        let wal = self.wal();
+        if self.progress.quiet_and_alone() {
+            wal.append_inline(records, done)
+        } else {
+            wal.append_with(records, done)
+        }
+        .map_err(io_err)?;
         self.purge_physically().await
     }
 

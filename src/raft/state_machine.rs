@@ -280,6 +280,7 @@ impl<S: ApplyStore> StateMachine<S> {
             .map_err(|e| Error::Internal(format!("snapshot directory: {e}")))?;
         store.sync()?;
         let state = read_applied_state(store.as_ref())?;
+        progress.set_members(state.membership.membership().nodes().count());
         if let Some(a) = state.applied {
             progress.set_applied(a.index);
             progress.set_durable_applied(a.index);
@@ -395,6 +396,8 @@ impl<S: ApplyStore> RaftStateMachine<TypeConfig> for StateMachine<S> {
             }
         };
         self.progress.set_applied(last);
+        self.progress
+            .set_members(inner.state.membership.membership().nodes().count());
         match point {
             Some(point) => {
                 inner.entries_since_durable = 0;
@@ -473,6 +476,8 @@ impl<S: ApplyStore> RaftStateMachine<TypeConfig> for StateMachine<S> {
         .await
         .map_err(snap_err)?;
         let state = result.map_err(snap_err)?;
+        self.progress
+            .set_members(state.membership.membership().nodes().count());
         if state.applied != meta.last_log_id {
             return Err(snap_err(format!(
                 "installed snapshot applies up to {:?}, its meta says {:?}",

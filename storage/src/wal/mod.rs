@@ -157,6 +157,9 @@ pub(crate) struct Shared {
 #[derive(Debug)]
 pub struct Wal {
     shared: Arc<Shared>,
+    /// The writer's state: held by the writer thread while it works, and by an appender
+    /// writing inline ([`Wal::append_inline`]).
+    writer_state: Arc<Mutex<Writer>>,
     writer: Option<JoinHandle<()>>,
     io_path: IoPath,
     report: RecoveryReport,
@@ -204,13 +207,16 @@ impl Wal {
             rec.index.next(),
             uring,
         );
+        let writer_state = Arc::new(Mutex::new(writer));
+        let state = writer_state.clone();
         let handle = std::thread::Builder::new()
             .name("mnemo-wal-writer".into())
-            .spawn(move || writer.run())?;
+            .spawn(move || Writer::run(&state))?;
         let max_payload = (options.segment_size as usize - SEGMENT_HEADER_LEN - framed_len(0))
             .min(u32::MAX as usize);
         Ok(Wal {
             shared,
+            writer_state,
             writer: Some(handle),
             io_path,
             report: rec.report,
@@ -263,13 +269,70 @@ impl Wal {
     /// indexes, oversized payload, failed or closed WAL) means `done` will not be called.
     pub fn append_with(&self, records: Vec<Record>, done: AppendCallback) -> Result<()> {
         let mut st = self.shared.state.lock();
+        let Some((records, first_seq)) = self.admit(&mut st, records)? else {
+            drop(st);
+            done(Ok(()));
+            return Ok(());
+        };
+        st.queue.push(Op::Append {
+            records,
+            first_seq,
+            done,
+        });
+        drop(st);
+        self.shared.wake.notify_one();
+        Ok(())
+    }
+
+    /// [`Wal::append_with`], except that when the writer is idle (nothing queued, nothing
+    /// in flight) the calling thread writes and syncs the records itself and `done` runs
+    /// before this returns. A lone appender saves the two thread wake-ups of a hand-off to
+    /// the writer thread; otherwise the records join the queue as usual.
+    pub fn append_inline(&self, records: Vec<Record>, done: AppendCallback) -> Result<()> {
+        let Some(mut writer) = self.writer_state.try_lock() else {
+            return self.append_with(records, done);
+        };
+        if !writer.idle() {
+            drop(writer);
+            return self.append_with(records, done);
+        }
+        let mut st = self.shared.state.lock();
+        let Some((records, first_seq)) = self.admit(&mut st, records)? else {
+            drop(st);
+            drop(writer);
+            done(Ok(()));
+            return Ok(());
+        };
+        let op = Op::Append {
+            records,
+            first_seq,
+            done,
+        };
+        if !st.queue.is_empty() {
+            // Earlier records wait for the writer thread: these go after them.
+            st.queue.push(op);
+            drop(st);
+            drop(writer);
+            self.shared.wake.notify_one();
+            return Ok(());
+        }
+        drop(st);
+        writer.process_inline(op);
+        Ok(())
+    }
+
+    /// Checks `records` against the log under the state lock, assigns their sequence
+    /// numbers and makes them readable. `None`: there is nothing to append.
+    fn admit(
+        &self,
+        st: &mut State,
+        records: Vec<Record>,
+    ) -> Result<Option<(Vec<Arc<Record>>, u64)>> {
         if st.failed || st.closing {
             return Err(StorageError::Closed);
         }
         if records.is_empty() {
-            drop(st);
-            done(Ok(()));
-            return Ok(());
+            return Ok(None);
         }
         let mut expect = st.index.next();
         for r in &records {
@@ -302,14 +365,7 @@ impl Wal {
             );
         }
         st.next_seq += records.len() as u64;
-        st.queue.push(Op::Append {
-            records,
-            first_seq,
-            done,
-        });
-        drop(st);
-        self.shared.wake.notify_one();
-        Ok(())
+        Ok(Some((records, first_seq)))
     }
 
     /// Discards entries `>= from` durably; the next append must have index `from`.

@@ -12,6 +12,11 @@
 //! earlier batch to overlap with anyway. Batches with many waiters, or arriving while
 //! another is in flight, take the pipelined path.
 //!
+//! An appender may do the thread's work itself when the writer is idle (nothing queued,
+//! nothing in flight): the writer's state is behind a mutex that the thread gives up only
+//! while it waits for work, and `Wal::append_inline` takes it to write and sync one batch
+//! on the calling thread, saving a lone appender the two thread wake-ups of a hand-off.
+//!
 //! Invariants:
 //! * records reach the segment in seq order, each at the offset recorded for it;
 //! * a segment is durable up to its last record before the next segment is created, so
@@ -24,6 +29,8 @@ use std::io;
 use std::mem;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard};
 
 use crate::error::{Result, StorageError};
 
@@ -208,38 +215,37 @@ impl Writer {
         }
     }
 
-    pub fn run(mut self) {
-        self.prepare_next();
+    /// The writer thread's loop. It holds the writer's lock while it works and lets go
+    /// only while it waits for work with nothing in flight, which is when an appender may
+    /// write inline ([`Writer::process_inline`]).
+    pub fn run(state: &Mutex<Writer>) {
+        let mut w = state.lock();
+        w.prepare_next();
         let result = (|| -> Result<()> {
-            while let Some(ops) = self.next_ops()? {
-                self.process(ops)?;
+            while let Some(ops) = next_ops(&mut w)? {
+                w.process(ops)?;
             }
             Ok(())
         })();
         if let Err(e) = result {
             tracing::error!(error = %e, "WAL write failed; refusing further appends");
-            self.fail(&e);
+            w.fail(&e);
         }
     }
 
-    /// The next group of queued operations; reaps io_uring completions while waiting.
-    /// `None` once closing with nothing left to do.
-    fn next_ops(&mut self) -> Result<Option<Vec<Op>>> {
-        loop {
-            {
-                let mut st = self.shared.state.lock();
-                if !st.queue.is_empty() && self.inflight.len() < PIPELINE_DEPTH {
-                    return Ok(Some(mem::take(&mut st.queue)));
-                }
-                if self.inflight.is_empty() {
-                    if st.closing {
-                        return Ok(None);
-                    }
-                    self.shared.wake.wait(&mut st);
-                    continue;
-                }
-            }
-            self.reap()?;
+    /// Nothing being gathered or in flight: the next write may start at once.
+    pub fn idle(&self) -> bool {
+        self.inflight.is_empty() && self.current.is_none()
+    }
+
+    /// Writes and syncs `op` on the calling thread (the writer is [`Writer::idle`] and
+    /// nothing is queued before it); its callback runs before this returns. A failure
+    /// fails the WAL as it would on the writer thread.
+    pub fn process_inline(&mut self, op: Op) {
+        debug_assert!(self.idle());
+        if let Err(e) = self.process(vec![op]) {
+            tracing::error!(error = %e, "WAL write failed; refusing further appends");
+            self.fail(&e);
         }
     }
 
@@ -559,6 +565,36 @@ impl Writer {
                 Op::Purge { done, .. } => done(Err(copy_error(e))),
             }
         }
+    }
+}
+
+/// The next group of queued operations; reaps io_uring completions while waiting.
+/// `None` once closing (or failed by an inline appender) with nothing left to do. The
+/// writer's lock is released only while waiting with nothing in flight.
+fn next_ops(w: &mut MutexGuard<'_, Writer>) -> Result<Option<Vec<Op>>> {
+    let shared = w.shared.clone();
+    loop {
+        {
+            let mut st = shared.state.lock();
+            if !st.queue.is_empty() && w.inflight.len() < PIPELINE_DEPTH {
+                return Ok(Some(mem::take(&mut st.queue)));
+            }
+            if w.inflight.is_empty() {
+                if st.closing || st.failed {
+                    return Ok(None);
+                }
+                drop(st);
+                // Lock order: the writer, then the state.
+                MutexGuard::unlocked(w, || {
+                    let mut st = shared.state.lock();
+                    if st.queue.is_empty() && !st.closing && !st.failed {
+                        shared.wake.wait(&mut st);
+                    }
+                });
+                continue;
+            }
+        }
+        w.reap()?;
     }
 }
 
