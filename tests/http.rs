@@ -282,6 +282,9 @@ async fn metrics_use_etcds_names_and_the_text_format() {
     assert_eq!(value("etcd_server_quota_backend_bytes"), 2147483648.0);
     assert!([0.0, 1.0].contains(&value("mnemo_wal_io_uring")));
     assert!(value("mnemo_wal_fsyncs_total") >= 1.0);
+    // This member is alone and its puts came one at a time: the raft task wrote them.
+    assert!(value("mnemo_wal_inline_batches_total") >= 1.0);
+    assert!(value("mnemo_wal_inline_batches_total") <= value("mnemo_wal_batches_total"));
     // Latency histograms: every WAL fdatasync and backend commit observed once, the
     // buckets cumulative up to +Inf.
     for h in [

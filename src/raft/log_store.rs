@@ -126,11 +126,16 @@ impl Progress {
     pub(crate) fn set_members(&self, n: usize) {
         self.members.store(n, Ordering::Release);
     }
-    /// A member alone in its cluster with at most one command of its own in flight: its
-    /// log appends write the WAL inline ([`Wal::append_inline`]). With peers, an append
-    /// must not hold up replication; under load, appends group in the writer thread.
+    /// A member alone in its cluster, with at most one command of its own in flight and
+    /// every durable entry applied: its log appends write the WAL inline
+    /// ([`Wal::append_inline`]). With peers, an append must not hold up replication;
+    /// with entries waiting to be applied and answered, the raft task must not stop for
+    /// an fdatasync (one queued behind a checkpoint's can take tens of milliseconds);
+    /// under load, appends group in the writer thread.
     fn quiet_and_alone(&self) -> bool {
-        self.members() <= 1 && self.proposed() <= 1
+        self.members() <= 1
+            && self.proposed() <= 1
+            && self.applied().unwrap_or(0) >= self.flushed().unwrap_or(0)
     }
     fn set_flushed(&self, index: Option<u64>) {
         self.flushed

@@ -192,6 +192,11 @@ impl EtcdServer {
             "WAL records made durable.",
             wal.records,
         );
+        out.counter(
+            "mnemo_wal_inline_batches_total",
+            "WAL batches written and synced by the raft task itself (a lone member's lone write).",
+            wal.inline,
+        );
         if let Some(fsyncs) = self.raft.wal_fsync_latency() {
             out.histogram(
                 "etcd_disk_wal_fsync_duration_seconds",

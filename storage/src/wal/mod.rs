@@ -95,6 +95,8 @@ pub struct WalStats {
     pub rollovers: u64,
     /// Rollovers into a file zero-filled ahead of time by the preallocation thread.
     pub preallocated: u64,
+    /// Batches an appender wrote itself ([`Wal::append_inline`]).
+    pub inline: u64,
 }
 
 /// Called once with the outcome of an append or truncation: `Ok` only when durable.
@@ -143,6 +145,7 @@ pub(crate) struct Counters {
     records: AtomicU64,
     pub(crate) rollovers: AtomicU64,
     pub(crate) preallocated: AtomicU64,
+    pub(crate) inline: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -242,6 +245,7 @@ impl Wal {
             records: c.records.load(Ordering::Relaxed),
             rollovers: c.rollovers.load(Ordering::Relaxed),
             preallocated: c.preallocated.load(Ordering::Relaxed),
+            inline: c.inline.load(Ordering::Relaxed),
         }
     }
 

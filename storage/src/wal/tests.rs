@@ -495,6 +495,7 @@ fn inline_and_queued_appends_keep_order_and_durability() {
     }
     // Those after a pause find the writer parked (a busy machine may delay it).
     assert!(ran_inline >= 1, "no append ran on the calling thread");
+    assert!(w.stats().inline >= ran_inline, "{:?}", w.stats());
     assert!(w.stats().rollovers >= 2, "{:?}", w.stats());
     assert!(
         w.append_inline(vec![rec(7)], Box::new(|_| {})).is_err(),

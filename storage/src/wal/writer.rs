@@ -243,6 +243,7 @@ impl Writer {
     /// fails the WAL as it would on the writer thread.
     pub fn process_inline(&mut self, op: Op) {
         debug_assert!(self.idle());
+        self.shared.stats.inline.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = self.process(vec![op]) {
             tracing::error!(error = %e, "WAL write failed; refusing further appends");
             self.fail(&e);
