@@ -22,9 +22,11 @@ const LIVENESS: Duration = Duration::from_secs(20);
 
 /// An echo server on a free port, running on the test's runtime.
 async fn echo_server() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("cannot bind the echo server");
+    let listener = common::bind_unclaimed();
+    listener
+        .set_nonblocking(true)
+        .expect("cannot make the echo server's listener non-blocking");
+    let listener = TcpListener::from_std(listener).expect("cannot register the echo server");
     let addr = listener
         .local_addr()
         .expect("the echo server has an address");

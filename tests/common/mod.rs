@@ -74,19 +74,42 @@ pub fn mnemo_command() -> Command {
 /// never one this test process handed out before: the kernel may offer a port again as
 /// soon as the probe closes, which once gave a member the same client and peer port.
 pub fn free_port() -> u16 {
-    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     loop {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .expect("no free port on 127.0.0.1");
-        if HANDED_OUT
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(port)
-        {
+        if claim_port(port) {
             return port;
         }
+    }
+}
+
+/// Records `port` as taken by this test process; `false` if it already was (by
+/// [`free_port`] or by a listener that kept its port, such as a fault proxy's).
+pub fn claim_port(port: u16) -> bool {
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    HANDED_OUT
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(port)
+}
+
+/// A listener on a free port of 127.0.0.1 that no [`free_port`] caller was given (they
+/// bind later, so the kernel may offer their port to this listener first).
+pub fn bind_unclaimed() -> TcpListener {
+    let mut refused = Vec::new();
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").expect("no free port on 127.0.0.1");
+        let port = l
+            .local_addr()
+            .expect("a bound listener has an address")
+            .port();
+        if claim_port(port) {
+            return l;
+        }
+        // Held until a port is found, so the kernel does not offer this one again.
+        refused.push(l);
     }
 }
 

@@ -119,7 +119,7 @@ impl FaultProxy {
     /// Listens on a free port of 127.0.0.1 and forwards each connection to `target`,
     /// all directions passing.
     pub fn start(target: SocketAddr) -> FaultProxy {
-        let listener = StdTcpListener::bind("127.0.0.1:0").expect("cannot bind the proxy");
+        let listener = super::bind_unclaimed();
         listener
             .set_nonblocking(true)
             .expect("cannot make the proxy's listener non-blocking");
