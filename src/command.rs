@@ -105,7 +105,7 @@ impl Command {
 
     /// Whether applying this command touches only single keys, at most
     /// [`POINT_TXN_OPS`] of them: a put, a one-key delete, or a txn of one-key
-    /// operations (compares never scan). Such a command applies in microseconds.
+    /// operations (compares never scan), so its apply cost is bounded by its size.
     pub fn is_point(&self) -> bool {
         match &self.op {
             Some(Op::Put(_)) => true,

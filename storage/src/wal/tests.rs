@@ -516,7 +516,8 @@ fn a_failed_inline_sync_fails_the_append_and_every_later_one() {
     let dir = FaultDir::new();
     let w = open(&dir).unwrap();
     w.append(vec![rec(1)]).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1));
+    // Let the writer thread park, so the next append is written by this thread.
+    std::thread::sleep(std::time::Duration::from_millis(10));
     dir.fail_after(1); // the write succeeds, the fdatasync fails
     let (tx, rx) = std::sync::mpsc::channel();
     w.append_inline(
@@ -527,6 +528,7 @@ fn a_failed_inline_sync_fails_the_append_and_every_later_one() {
     )
     .unwrap();
     assert!(matches!(rx.recv().unwrap(), Err(StorageError::Io(_))));
+    assert_eq!(w.stats().inline, 1, "the failed append was written inline");
     dir.heal();
     assert!(matches!(
         w.append_inline(vec![rec(3)], Box::new(|_| {})),
