@@ -72,4 +72,9 @@ impl PageCache {
         }
         m.insert(id, page);
     }
+
+    /// Forgets a page no reader can reach any more.
+    pub(crate) fn remove(&self, id: PageId) {
+        self.shard(id).lock().remove(&id);
+    }
 }

@@ -1,6 +1,6 @@
 //! The page file: opening and recovery, snapshots, and read transactions.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
@@ -34,7 +34,8 @@ pub struct DatabaseOptions {
     /// Page size for a new file (a power of two, 1 KiB to 64 KiB). An existing file
     /// keeps the page size it was created with.
     pub page_size: usize,
-    /// Bytes of validated pages kept in memory.
+    /// Bytes of validated pages kept in memory. Pages of deferred commits waiting for a
+    /// checkpoint (see `Held`) take up to half as much again.
     pub cache_bytes: usize,
 }
 
@@ -48,11 +49,28 @@ impl Default for DatabaseOptions {
 }
 
 /// A commit that [`CommitPoint::checkpoint`] can make durable after the fact, while
-/// later (deferred) commits go on.
-#[derive(Debug, Clone)]
+/// later (deferred) commits go on. It counts as a reader of its snapshot, so the pages
+/// the checkpoint writes stay available until it is dropped.
+#[derive(Debug)]
 pub struct CommitPoint {
     inner: Arc<Inner>,
     snap: Snapshot,
+}
+
+impl Clone for CommitPoint {
+    fn clone(&self) -> Self {
+        *self.inner.readers.lock().entry(self.snap.txn).or_insert(0) += 1;
+        CommitPoint {
+            inner: self.inner.clone(),
+            snap: self.snap,
+        }
+    }
+}
+
+impl Drop for CommitPoint {
+    fn drop(&mut self) {
+        self.inner.unregister_reader(self.snap.txn);
+    }
 }
 
 impl CommitPoint {
@@ -62,9 +80,10 @@ impl CommitPoint {
     }
 
     /// Makes this commit durable, unless it or a newer one already is; returns whether it
-    /// wrote a slot. Writers are not held up: one fdatasync makes every page written so
-    /// far durable (the commit's among them), then the slot naming the commit is written
-    /// and synced.
+    /// wrote a slot. Writers are not held up: the held pages of commits up to this one
+    /// that are still needed are written (see [`Held`]), one fdatasync makes them durable
+    /// with every page written before, then the slot naming the commit is written and
+    /// synced.
     ///
     /// Safe alongside later commits because no page of an undurable commit is reused
     /// until a commit that freed it is durable (see `write.rs`): every page this commit
@@ -77,18 +96,10 @@ impl CommitPoint {
             if poisoned(inner) {
                 return Err(StorageError::Closed);
             }
-            let (base_txn, active) = {
-                let c = inner.committed.lock();
-                (c.last_durable, c.active_slot)
-            };
-            if base_txn >= self.snap.txn {
+            if inner.committed.lock().last_durable >= self.snap.txn {
                 return Ok(false);
             }
-            inner.backend.sync_data()?;
-            let target = inner.write_slot(&self.snap, base_txn, active)?;
-            let mut c = inner.committed.lock();
-            c.active_slot = target;
-            c.last_durable = self.snap.txn;
+            inner.write_durable(&self.snap, Vec::new(), true, |_| {})?;
             Ok(true)
         })();
         if res.is_err() {
@@ -105,6 +116,66 @@ pub(crate) struct Snapshot {
     pub catalog: Option<ChildRef>,
     pub freedb: Option<ChildRef>,
     pub page_count: u64,
+}
+
+/// Pages of deferred commits kept in memory instead of being written (docs/format.md,
+/// "Held pages"). A page that a later commit replaces before the next checkpoint is
+/// then never written at all: most of the pages a small commit touches (the path from
+/// a leaf to the root, the catalog, the free DB) are replaced by the very next one.
+///
+/// A held page is written by the first checkpoint or durable commit at or after its
+/// commit, unless by then a commit up to that one freed it and no reader holds a
+/// snapshot that still uses it; or earlier, when held pages exceed their memory limit
+/// (written without a sync: like the pages of any undurable commit, no durable slot
+/// names them). At any time an id has at most one held page: an id is reused only
+/// after the commit that freed it is durable, and that checkpoint dealt with every
+/// held page up to it.
+#[derive(Debug, Default)]
+pub(crate) struct Held {
+    pages: HashMap<PageId, HeldPage>,
+    bytes: usize,
+}
+
+/// Sealed pages with their ids, as a commit writes them.
+pub(crate) type Pages = Vec<(PageId, Arc<[u8]>)>;
+
+#[derive(Debug)]
+struct HeldPage {
+    page: Arc<[u8]>,
+    /// The commit that wrote it.
+    txn: u64,
+    /// The commit that stopped using it, once one has.
+    freed_by: Option<u64>,
+}
+
+impl Held {
+    fn insert(&mut self, id: PageId, page: Arc<[u8]>, txn: u64) {
+        self.bytes += page.len();
+        let old = self.pages.insert(
+            id,
+            HeldPage {
+                page,
+                txn,
+                freed_by: None,
+            },
+        );
+        debug_assert!(old.is_none(), "page {id} held twice");
+        if let Some(old) = old {
+            self.bytes -= old.page.len();
+        }
+    }
+
+    fn remove(&mut self, id: PageId) {
+        if let Some(old) = self.pages.remove(&id) {
+            self.bytes -= old.page.len();
+        }
+    }
+}
+
+/// Whether a page written by `txn` and freed by `freed_by` can be forgotten: no reader
+/// holds a snapshot in `txn..freed_by`, the only ones that use it.
+fn unused(readers: &BTreeMap<u64, usize>, txn: u64, freed_by: u64) -> bool {
+    readers.range(txn..freed_by).next().is_none()
 }
 
 #[derive(Debug)]
@@ -128,8 +199,13 @@ pub(crate) struct Inner {
     /// a shrink), so that only one of them decides `active_slot` at a time. Taken before
     /// `committed`.
     pub slots: Mutex<()>,
-    /// Live readers per snapshot txn id.
+    /// Live readers (read transactions and commit points) per snapshot txn id. Taken
+    /// after `committed`, before `held`.
     pub readers: Mutex<BTreeMap<u64, usize>>,
+    /// Pages of deferred commits not written yet. Taken last.
+    pub held: Mutex<Held>,
+    /// Bytes of held pages above which a deferred commit writes them all out.
+    pub held_limit: usize,
     writer_busy: Mutex<bool>,
     writer_cv: Condvar,
     /// Set when a commit failed part-way: the in-memory state may no longer match the
@@ -146,13 +222,19 @@ impl fmt::Debug for Inner {
 }
 
 impl Inner {
-    /// Reads and validates a page from the backend, bypassing the cache.
+    /// Reads and validates a page, bypassing the cache: a held page (not on disk yet)
+    /// from memory, any other from the backend.
     pub(crate) fn read_page_uncached(&self, id: PageId) -> Result<Vec<u8>> {
         if id == 0 {
             return Err(StorageError::page(
                 0,
                 "page 0 is the header, not a tree page",
             ));
+        }
+        if let Some(p) = self.held_page(id) {
+            let buf = p.to_vec();
+            page::validate(&buf, id)?;
+            return Ok(buf);
         }
         let mut buf = vec![0u8; self.page_size];
         let off = id
@@ -167,6 +249,152 @@ impl Inner {
         })?;
         page::validate(&buf, id)?;
         Ok(buf)
+    }
+
+    fn held_page(&self, id: PageId) -> Option<Arc<[u8]>> {
+        self.held.lock().pages.get(&id).map(|h| h.page.clone())
+    }
+
+    /// Writes sealed pages in file order, coalescing neighbours into one write.
+    pub(crate) fn write_pages(&self, pages: &mut [(PageId, Arc<[u8]>)]) -> Result<()> {
+        pages.sort_unstable_by_key(|(id, _)| *id);
+        let ps = self.page_size as u64;
+        let mut i = 0;
+        let mut buf = Vec::new();
+        while i < pages.len() {
+            let start = pages[i].0;
+            let mut j = i + 1;
+            while j < pages.len()
+                && pages[j].0 == start + (j - i) as u64
+                && (j - i) * self.page_size < (8 << 20)
+            {
+                j += 1;
+            }
+            if j == i + 1 {
+                self.backend.write_at(start * ps, &pages[i].1)?;
+            } else {
+                buf.clear();
+                for (_, p) in &pages[i..j] {
+                    buf.extend_from_slice(p);
+                }
+                self.backend.write_at(start * ps, &buf)?;
+            }
+            i = j;
+        }
+        Ok(())
+    }
+
+    /// Publishes a deferred commit's pages, as held ones unless `written` (the caller
+    /// holds `committed`, so no reader can start on a snapshot between the old one and
+    /// this one): held pages it freed that no reader uses are forgotten, the others
+    /// remember it freed them.
+    pub(crate) fn hold(&self, txn: u64, pages: Pages, freed: &[PageId], written: bool) {
+        let readers = self.readers.lock();
+        let mut held = self.held.lock();
+        for &id in freed {
+            let Some(h) = held.pages.get_mut(&id) else {
+                continue;
+            };
+            if unused(&readers, h.txn, txn) {
+                held.remove(id);
+                self.cache.remove(id);
+            } else {
+                h.freed_by = Some(txn);
+            }
+        }
+        drop(readers);
+        for (id, p) in pages {
+            self.cache.insert(id, p.clone());
+            if !written {
+                held.insert(id, p, txn);
+            }
+        }
+    }
+
+    /// Called by the writer before publishing a deferred commit's `pages`: if holding
+    /// them too would exceed `held_limit`, writes them and every held page (no sync, no
+    /// slot) and returns true.
+    pub(crate) fn spill_held(&self, pages: &[(PageId, Arc<[u8]>)]) -> Result<bool> {
+        let adding: usize = pages.iter().map(|(_, p)| p.len()).sum();
+        if self.held.lock().bytes + adding <= self.held_limit {
+            return Ok(false);
+        }
+        let (mut all, written) = self.take_held(u64::MAX);
+        all.extend_from_slice(pages);
+        self.write_pages(&mut all)?;
+        self.forget_held(&written);
+        Ok(true)
+    }
+
+    /// The held pages of commits up to `upto` that must be written, and their (id, txn);
+    /// forgets those freed by a commit up to `upto` that no reader uses. The freeing
+    /// commits are published, so no new reader can start on a snapshot that uses them.
+    fn take_held(&self, upto: u64) -> (Pages, Vec<(PageId, u64)>) {
+        let readers = self.readers.lock();
+        let mut held = self.held.lock();
+        let mut pages = Vec::new();
+        let mut written = Vec::new();
+        let mut dropped = Vec::new();
+        for (&id, h) in &held.pages {
+            if h.txn > upto {
+                continue;
+            }
+            match h.freed_by {
+                Some(f) if f <= upto && unused(&readers, h.txn, f) => dropped.push(id),
+                _ => {
+                    pages.push((id, h.page.clone()));
+                    written.push((id, h.txn));
+                }
+            }
+        }
+        drop(readers);
+        for id in dropped {
+            held.remove(id);
+            self.cache.remove(id);
+        }
+        (pages, written)
+    }
+
+    /// Forgets held pages once written (unless the id holds a newer page by now).
+    fn forget_held(&self, written: &[(PageId, u64)]) {
+        let mut held = self.held.lock();
+        for &(id, txn) in written {
+            if held.pages.get(&id).is_some_and(|h| h.txn == txn) {
+                held.remove(id);
+            }
+        }
+    }
+
+    /// Makes `snap` durable: writes the held pages it may need and `pages` (its own, for
+    /// a durable commit), syncs (first separately when `sync_before_slot`: a checkpoint
+    /// runs beside later commits' writes), writes the slot naming it, and records it in
+    /// `committed`, where `publish` runs too. The caller holds `slots`.
+    pub(crate) fn write_durable(
+        &self,
+        snap: &Snapshot,
+        mut pages: Pages,
+        sync_before_slot: bool,
+        publish: impl FnOnce(&mut Committed),
+    ) -> Result<()> {
+        let (base_txn, active) = {
+            let c = self.committed.lock();
+            (c.last_durable, c.active_slot)
+        };
+        let (held, written) = self.take_held(snap.txn);
+        pages.extend(held);
+        self.write_pages(&mut pages)?;
+        if sync_before_slot {
+            self.backend.sync_data()?;
+        }
+        let target = self.write_slot(snap, base_txn, active)?;
+        {
+            let mut c = self.committed.lock();
+            c.active_slot = target;
+            c.last_durable = snap.txn;
+            publish(&mut c);
+        }
+        self.forget_held(&written);
+        Ok(())
     }
 
     /// Writes `snap` into the commit slot other than `active`, built on the durable
@@ -255,6 +483,10 @@ impl PageSource for Inner {
         if let Some(p) = self.cache.get(id) {
             return Ok(p);
         }
+        if let Some(p) = self.held_page(id) {
+            self.cache.insert(id, p.clone());
+            return Ok(p);
+        }
         let page: Arc<[u8]> = self.read_page_uncached(id)?.into();
         self.cache.insert(id, page.clone());
         Ok(page)
@@ -337,6 +569,8 @@ impl Database {
                 }),
                 slots: Mutex::new(()),
                 readers: Mutex::new(BTreeMap::new()),
+                held: Mutex::new(Held::default()),
+                held_limit: (opts.cache_bytes / 2).max(64 * ps),
                 writer_busy: Mutex::new(false),
                 writer_cv: Condvar::new(),
                 poisoned: AtomicBool::new(false),
@@ -482,8 +716,14 @@ impl Database {
     pub fn commit_point(&self) -> CommitPoint {
         CommitPoint {
             inner: self.inner.clone(),
-            snap: self.inner.committed.lock().snap,
+            snap: self.inner.register_reader(),
         }
+    }
+
+    /// Bytes of deferred commits' pages held in memory, not written yet (see
+    /// docs/format.md, "Held pages").
+    pub fn held_bytes(&self) -> usize {
+        self.inner.held.lock().bytes
     }
 
     /// Walks the whole file and reports every problem found, plus statistics.

@@ -596,60 +596,51 @@ impl WriteTransaction {
             );
             out.push((id, p));
         }
-        // 4. Grow the file ahead of the page count if needed, then write pages in file
-        //    order, coalescing neighbours into one write.
-        out.sort_unstable_by_key(|(id, _)| *id);
+        // 4. Grow the file ahead of the page count if needed.
         let inner = self.st.inner.clone();
         let ps = inner.page_size as u64;
         let needed = self.st.page_count * ps;
         self.st.grow_file(needed)?;
-        let mut file_len = inner.committed.lock().file_len;
-        let mut i = 0;
-        let mut buf = Vec::new();
-        while i < out.len() {
-            let start = out[i].0;
-            let mut j = i;
-            buf.clear();
-            while j < out.len() && out[j].0 == start + (j - i) as u64 && buf.len() < (8 << 20) {
-                buf.extend_from_slice(&out[j].1);
-                j += 1;
-            }
-            inner.backend.write_at(start * ps, &buf)?;
-            i = j;
-        }
         let snap = Snapshot {
             txn: self.st.txn,
             catalog,
             freedb,
             page_count: self.st.page_count,
         };
-        // 5. Make it durable: one fdatasync covers the pages and the slot. Opening after a
-        //    crash verifies every page newer than `base_txn` (see Slot). Deferred commits
-        //    never shrink the file: a crash would keep the shrink and lose their state.
-        let _slots = (durability == Durability::Durable).then(|| inner.slots.lock());
-        let mut committed = inner.committed.lock();
-        if durability == Durability::Durable {
-            committed.active_slot =
-                inner.write_slot(&snap, committed.last_durable, committed.active_slot)?;
-            committed.last_durable = snap.txn;
+        if durability == Durability::Deferred {
+            // 5. A deferred commit writes nothing: its pages are held in memory until a
+            //    checkpoint (see `Held`), and publishing them also forgets the held
+            //    pages it freed that no reader uses. Past the memory limit for held
+            //    pages they are all written instead.
+            let written = inner.spill_held(&out)?;
+            let mut committed = inner.committed.lock();
+            inner.hold(snap.txn, out, &self.st.freed, written);
+            committed.snap = snap;
+            return Ok(());
+        }
+        // 5. A durable commit writes its pages and every held one in file order, and one
+        //    fdatasync covers them and the slot: opening after a crash verifies every
+        //    page newer than `base_txn` (see Slot). Deferred commits never shrink the
+        //    file: a crash would keep the shrink and lose their state.
+        let _slots = inner.slots.lock();
+        inner.write_durable(&snap, out.clone(), false, |committed| {
             // Give back a large free tail only now that a slot naming the smaller size is
-            // durable, so no durable slot claims more pages than the file holds (the other
-            // slot may; open refuses it). A failed shrink leaves the file longer than its
-            // page count, which is allowed, and a later durable commit tries again.
-            if file_len > needed + 2 * grow_step(needed, ps)
+            // durable, so no durable slot claims more pages than the file holds (the
+            // other slot may; open refuses it). A failed shrink leaves the file longer
+            // than its page count, which is allowed, and a later durable commit tries
+            // again.
+            if committed.file_len > needed + 2 * grow_step(needed, ps)
                 && inner.backend.set_len(needed).is_ok()
             {
-                file_len = needed;
+                committed.file_len = needed;
             }
-        }
-        committed.file_len = file_len;
-        // 6. Publish: cache entries for reused ids are replaced before any reader can
-        //    see the new snapshot.
-        for (id, p) in out {
-            inner.cache.insert(id, p);
-        }
-        committed.snap = snap;
-        Ok(())
+            // 6. Publish: cache entries for reused ids are replaced before any reader
+            //    can see the new snapshot.
+            for (id, p) in out {
+                inner.cache.insert(id, p);
+            }
+            committed.snap = snap;
+        })
     }
 
     /// Pages this transaction holds in memory until commit (for tests and tools).

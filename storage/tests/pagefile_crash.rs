@@ -1,7 +1,8 @@
 //! Seeded crash tests of the page file's commit protocol.
 //!
 //! A random workload (inserts, overwrites, removes, overflow values, `remove_range`, new
-//! and deleted tables, durable and deferred commits, old snapshot readers held open) runs
+//! and deleted tables, durable and deferred commits, checkpoints of earlier deferred
+//! commits, old snapshot readers held open) runs
 //! on a [`FaultBackend`]. At many points the test takes what a disk could hold after a
 //! power cut, opens it, and checks that the reopened file holds exactly the last durable
 //! commit and passes `check()`. It also makes a commit fail part-way (the disk stops
@@ -21,8 +22,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use mnemo_storage::{
-    CrashMode, Database, DatabaseOptions, Durability, FaultBackend, MemoryBackend, ReadTransaction,
-    StorageBackend, StorageError, TestRng, WriteTransaction,
+    CommitPoint, CrashMode, Database, DatabaseOptions, Durability, FaultBackend, MemoryBackend,
+    ReadTransaction, StorageBackend, StorageError, TestRng, WriteTransaction,
 };
 
 const PAGE: usize = 1024;
@@ -196,6 +197,7 @@ struct Tally {
     opened_failing_commit: u64,
     fell_back: u64,
     deferred_lost: u64,
+    checkpoints: u64,
 }
 
 /// What survives a power cut now.
@@ -256,6 +258,8 @@ fn run_seed(seed: u64, tally: &mut Tally) {
     let mut durable = Tables::new(); // the latest durable commit
     let mut durable_txn = db.last_txn();
     let mut readers: Vec<(ReadTransaction, Tables)> = Vec::new();
+    // Deferred commits to checkpoint later, possibly after newer ones.
+    let mut points: Vec<(CommitPoint, Tables)> = Vec::new();
 
     let commits = 4 + rng.below(10);
     for c in 0..commits {
@@ -280,9 +284,31 @@ fn run_seed(seed: u64, tally: &mut Tally) {
                 assert_eq!(db.last_durable_txn(), durable_txn);
             } else {
                 tally.deferred_lost += u64::from(durable != model);
+                if rng.chance(1, 2) {
+                    points.push((db.commit_point(), model.clone()));
+                }
             }
         }
         assert_eq!(db_state(&db), model, "{ctx}: live contents");
+
+        // Checkpoint a pending commit point, not always the newest.
+        if !points.is_empty() && rng.chance(1, 3) {
+            let i = rng.below(points.len() as u64) as usize;
+            let (p, want) = points.swap_remove(i);
+            let newer = p.txn() > durable_txn;
+            assert_eq!(
+                p.checkpoint().unwrap(),
+                newer,
+                "{ctx}: checkpoint of {}",
+                p.txn()
+            );
+            if newer {
+                durable = want;
+                durable_txn = p.txn();
+                tally.checkpoints += 1;
+            }
+            assert_eq!(db.last_durable_txn(), durable_txn);
+        }
 
         // Old snapshots: open some, keep them across commits, check and drop others.
         if rng.chance(1, 3) {
@@ -344,6 +370,7 @@ fn run_seed(seed: u64, tally: &mut Tally) {
         }
     };
     drop(readers);
+    drop(points);
 
     let (mode, image) = crash_image(&fault, &mut rng);
     let recovered = FaultBackend::from_bytes(image);
@@ -403,6 +430,7 @@ fn crashes_reopen_the_last_durable_commit() {
     assert!(tally.crash_points >= 1000, "{tally:?}");
     assert!(tally.mid_commit_failures >= 60, "{tally:?}");
     assert!(tally.deferred_lost >= 200, "{tally:?}");
+    assert!(tally.checkpoints >= 100, "{tally:?}");
     // Both outcomes of a failed durable commit were exercised.
     assert!(tally.opened_failing_commit >= 2, "{tally:?}");
     assert!(tally.fell_back >= 3, "{tally:?}");
