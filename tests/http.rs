@@ -384,3 +384,23 @@ async fn checkpoints_are_timed_in_their_own_histogram() {
     // Apply commits stay in etcd's backend histogram, counted apart.
     assert!(metrics["etcd_disk_backend_commit_duration_seconds_count"] >= count);
 }
+
+#[tokio::test]
+async fn pages_of_commits_since_the_last_checkpoint_are_held_in_memory() {
+    let m = MnemoProcess::start(&[]);
+    let mut kv = m.kv().await;
+    // The first put may be checkpointed at once (a second after startup's); the ones
+    // right after it are not, and their pages wait in memory.
+    for i in 0..3 {
+        kv.put(PutRequest {
+            key: format!("h{i}").into_bytes(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let metrics = parse_metrics(&http_request(m.client_addr(), "GET", "/metrics").body);
+    let held = metrics.get("mnemo_backend_held_bytes").copied();
+    assert!(held.is_some_and(|h| h > 0.0), "held bytes {held:?}");
+}

@@ -409,6 +409,11 @@ impl Store {
         self.commit_latency.snapshot()
     }
 
+    /// Bytes of committed pages held in memory until a checkpoint writes them.
+    pub fn held_bytes(&self) -> usize {
+        self.db().held_bytes()
+    }
+
     /// How long [`Store::checkpoint`]s took since open.
     pub fn checkpoint_latency(&self) -> mnemo_storage::histogram::HistogramSnapshot {
         self.checkpoint_latency.snapshot()

@@ -138,6 +138,11 @@ impl EtcdServer {
             usage.free_pages,
         );
         out.gauge(
+            "mnemo_backend_held_bytes",
+            "Bytes of committed pages held in memory until a checkpoint writes them.",
+            self.store.held_bytes() as u64,
+        );
+        out.gauge(
             "etcd_debugging_mvcc_db_total_size_in_bytes",
             "Total size of the underlying database physically allocated in bytes.",
             db_size,
