@@ -255,17 +255,16 @@ impl Peer for PeerService {
     async fn timeout_now(&self, req: Request<PeerHeader>) -> Result<Response<PeerError>, Status> {
         let header = req.into_inner();
         self.check(Some(&header))?;
+        let raft = self.server.raft.raft();
+        if raft.metrics().borrow().current_leader == Some(self.server.options.member_id) {
+            // A repeated request that arrives after this member won.
+            return Ok(Response::new(PeerError::default()));
+        }
         tracing::info!(
             from = format_args!("{:x}", header.from),
             "leader hands leadership over: campaigning"
         );
-        self.server
-            .raft
-            .raft()
-            .trigger()
-            .elect()
-            .await
-            .map_err(fatal)?;
+        raft.trigger().elect().await.map_err(fatal)?;
         Ok(Response::new(PeerError::default()))
     }
 }

@@ -195,7 +195,7 @@ impl EtcdServer {
     }
 
     /// Hands leadership to `target`: once it has the whole log, this member stops its
-    /// heartbeats and asks it to campaign as soon as the followers' leader lease lapses.
+    /// heartbeats and asks it to campaign until it wins.
     async fn leader_move_leader(&self, target: u64) -> Result<()> {
         let status = self.raft.status();
         let voter = status
@@ -236,13 +236,23 @@ impl EtcdServer {
             .peers()
             .member_client(&member)
             .map_err(Error::Internal)?;
-        // Followers refuse votes while they have heard from a leader within one election
-        // timeout (openraft's leader lease).
+        // The transferee campaigns at once. A voter grants it while that voter's leader
+        // lease has lapsed (openraft refuses votes within one election timeout of
+        // hearing from a leader); this member's own lease runs from when it was elected,
+        // so in a three-member cluster its vote alone makes the transferee leader and the
+        // move takes one round trip. Larger clusters need the other followers' leases to
+        // lapse too: heartbeats stop, the transferee is asked again the moment the last
+        // heartbeat's lease ends (before any follower's own election timer, which runs at
+        // least a heartbeat longer), and then with a growing pause that leaves each
+        // campaign time to finish, until it wins.
         let lease = Duration::from_millis(self.options.election_timeout_ms);
+        let heartbeat = Duration::from_millis(self.options.heartbeat_ms.max(1));
+        let mut pause = 2 * heartbeat;
+        let stopped = tokio::time::Instant::now();
         raft.runtime_config().heartbeat(false);
+        let moved = move |m: &openraft::RaftMetrics<u64, _>| m.current_leader == Some(target);
         let result = async {
-            loop {
-                tokio::time::sleep(lease + Duration::from_millis(self.options.heartbeat_ms)).await;
+            for attempt in 0.. {
                 let mut req = tonic::Request::new(PeerHeader {
                     cluster_id: self.options.cluster_id,
                     from: self.options.member_id,
@@ -252,21 +262,38 @@ impl EtcdServer {
                 if let Err(s) = client.timeout_now(req).await {
                     tracing::warn!(error = %s.message(), "asking the transferee to campaign");
                 }
-                let moved = raft
-                    .wait(Some(lease * 2))
-                    .metrics(|m| m.current_leader == Some(target), "new leader")
-                    .await;
-                if moved.is_ok() {
+                if raft
+                    .wait(Some(pause))
+                    .metrics(moved, "new leader")
+                    .await
+                    .is_ok()
+                {
                     return Ok(());
                 }
                 if tokio::time::Instant::now() >= deadline {
                     return Err(Error::Timeout);
                 }
-                if raft.metrics().borrow().current_leader != Some(self.options.member_id) {
+                let leader = raft.metrics().borrow().current_leader;
+                if leader.is_some_and(|l| l != self.options.member_id && l != target) {
                     // Someone else won; etcd's transfer fails the same way.
                     return Err(Error::Timeout);
                 }
+                if attempt == 0 {
+                    let lapsed =
+                        (stopped + lease).saturating_duration_since(tokio::time::Instant::now());
+                    if raft
+                        .wait(Some(lapsed))
+                        .metrics(moved, "new leader")
+                        .await
+                        .is_ok()
+                    {
+                        return Ok(());
+                    }
+                } else {
+                    pause = (pause * 2).min(lease);
+                }
             }
+            Err(Error::Timeout)
         }
         .await;
         raft.runtime_config().heartbeat(true);
