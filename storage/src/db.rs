@@ -387,12 +387,13 @@ impl Inner {
             self.backend.sync_data()?;
         }
         let target = self.write_slot(snap, base_txn, active)?;
-        {
-            let mut c = self.committed.lock();
-            c.active_slot = target;
-            c.last_durable = snap.txn;
-            publish(&mut c);
-        }
+        // Forget what was written before releasing `committed`: a writer that begins
+        // once `last_durable` moves may reuse the ids of pages freed up to it, and must
+        // then find no held page under them.
+        let mut c = self.committed.lock();
+        c.active_slot = target;
+        c.last_durable = snap.txn;
+        publish(&mut c);
         self.forget_held(&written);
         Ok(())
     }

@@ -3,10 +3,11 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on any error
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use mnemo_storage::{
     CrashMode, Database, DatabaseOptions, Durability, FaultBackend, MemoryBackend, StorageBackend,
@@ -18,11 +19,13 @@ const PAGE: usize = 1024;
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
 
 /// A [`FaultBackend`] that counts the pages it is asked to write with any non-zero byte
-/// (growing the file writes zeros, which carry no page).
+/// (growing the file writes zeros, which carry no page), and whose syncs take
+/// `sync_pause`, as a disk's do.
 #[derive(Debug)]
 struct Counting {
     fault: FaultBackend,
     pages: AtomicU64,
+    sync_pause: Duration,
 }
 
 impl StorageBackend for Counting {
@@ -43,6 +46,9 @@ impl StorageBackend for Counting {
         self.fault.write_at(offset, data)
     }
     fn sync_data(&self) -> io::Result<()> {
+        if !self.sync_pause.is_zero() {
+            std::thread::sleep(self.sync_pause);
+        }
         self.fault.sync_data()
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
@@ -51,9 +57,14 @@ impl StorageBackend for Counting {
 }
 
 fn counting_db(cache_bytes: usize) -> (Database, Arc<Counting>) {
+    pausing_db(cache_bytes, Duration::ZERO)
+}
+
+fn pausing_db(cache_bytes: usize, sync_pause: Duration) -> (Database, Arc<Counting>) {
     let b = Arc::new(Counting {
         fault: FaultBackend::new(),
         pages: AtomicU64::new(0),
+        sync_pause,
     });
     let opts = DatabaseOptions {
         page_size: PAGE,
@@ -292,5 +303,78 @@ fn held_pages_past_the_limit_are_written_without_a_checkpoint() {
         let crashed = crash(&b, CrashMode::Random, seed);
         assert_eq!(contents(&crashed), model, "seed {seed}");
         assert_clean(&crashed);
+    }
+}
+
+#[test]
+fn checkpoints_beside_a_writer_and_short_lived_readers_keep_every_snapshot() {
+    // A checkpoint runs beside the writer: once it publishes its durable point the next
+    // writer may reuse the ids of pages freed up to it, so the held pages it wrote must
+    // be gone by then. Readers that open and close around the checkpoints make freed
+    // held pages that a checkpoint writes; a small cache sends reads to held pages and
+    // disk. Every reader must see exactly its snapshot, and every checkpoint a sound file.
+    let (db, b) = pausing_db(32 * PAGE, Duration::from_micros(300));
+    let mut model = load(&db, 600);
+    let stop = AtomicBool::new(false);
+    let checkpoints = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        // Stops the checkpoint thread however the writer's loop ends, a failed assert too.
+        let _stop = Stop(&stop);
+        s.spawn(|| {
+            while !stop.load(Ordering::SeqCst) {
+                let point = db.commit_point();
+                if point.checkpoint().unwrap() {
+                    checkpoints.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+        let mut rng = TestRng::new(21);
+        let mut readers = VecDeque::new();
+        for n in 0..2000u64 {
+            let mut w = db.begin_write().unwrap();
+            {
+                let mut t = w.open_table("t").unwrap();
+                for _ in 0..3 {
+                    let k = key(rng.below(600));
+                    let v = format!("v{n}").into_bytes();
+                    t.insert(&k, &v).unwrap();
+                    model.insert(k, v);
+                }
+            }
+            w.commit(Durability::Deferred).unwrap();
+            if rng.below(2) == 0 {
+                readers.push_back((db.begin_read().unwrap(), model.clone()));
+            }
+            while readers.len() > 1 || (!readers.is_empty() && rng.below(2) == 0) {
+                let (reader, at) = readers.pop_front().unwrap();
+                let t = reader.open_table("t").unwrap();
+                let seen: Model = t
+                    .iter()
+                    .unwrap()
+                    .map(|e| e.map(|e| (e.key().to_vec(), e.value().to_vec())).unwrap())
+                    .collect();
+                assert_eq!(seen, at, "a snapshot changed under its reader (commit {n})");
+            }
+        }
+    });
+    assert!(
+        checkpoints.load(Ordering::SeqCst) >= 20,
+        "{} checkpoints ran beside the writer",
+        checkpoints.load(Ordering::SeqCst)
+    );
+    let last = db.commit_point();
+    last.checkpoint().unwrap();
+    assert_eq!(contents(&db), model);
+    assert_clean(&db);
+    let crashed = crash(&b, CrashMode::Random, 5);
+    assert_eq!(contents(&crashed), model);
+    assert_clean(&crashed);
+}
+
+struct Stop<'a>(&'a AtomicBool);
+
+impl Drop for Stop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
     }
 }
