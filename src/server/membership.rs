@@ -250,7 +250,12 @@ impl EtcdServer {
         let mut pause = 2 * heartbeat;
         let stopped = tokio::time::Instant::now();
         raft.runtime_config().heartbeat(false);
-        let moved = move |m: &openraft::RaftMetrics<u64, _>| m.current_leader == Some(target);
+        let moved_within = |wait: Duration| async move {
+            raft.wait(Some(wait))
+                .metrics(move |m| m.current_leader == Some(target), "new leader")
+                .await
+                .is_ok()
+        };
         let result = async {
             for attempt in 0.. {
                 let mut req = tonic::Request::new(PeerHeader {
@@ -262,12 +267,7 @@ impl EtcdServer {
                 if let Err(s) = client.timeout_now(req).await {
                     tracing::warn!(error = %s.message(), "asking the transferee to campaign");
                 }
-                if raft
-                    .wait(Some(pause))
-                    .metrics(moved, "new leader")
-                    .await
-                    .is_ok()
-                {
+                if moved_within(pause).await {
                     return Ok(());
                 }
                 if tokio::time::Instant::now() >= deadline {
@@ -281,12 +281,7 @@ impl EtcdServer {
                 if attempt == 0 {
                     let lapsed =
                         (stopped + lease).saturating_duration_since(tokio::time::Instant::now());
-                    if raft
-                        .wait(Some(lapsed))
-                        .metrics(moved, "new leader")
-                        .await
-                        .is_ok()
-                    {
+                    if moved_within(lapsed).await {
                         return Ok(());
                     }
                 } else {

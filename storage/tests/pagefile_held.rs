@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mnemo_storage::{
-    CrashMode, Database, DatabaseOptions, Durability, FaultBackend, MemoryBackend, StorageBackend,
-    TestRng,
+    CrashMode, Database, DatabaseOptions, Durability, FaultBackend, MemoryBackend, ReadTransaction,
+    StorageBackend, TestRng,
 };
 
 const PAGE: usize = 1024;
@@ -85,8 +85,12 @@ fn put(db: &Database, model: &mut Model, k: Vec<u8>, v: Vec<u8>, d: Durability) 
 }
 
 fn contents(db: &Database) -> Model {
-    let r = db.begin_read().unwrap();
-    let t = r.open_table("t").unwrap();
+    seen_by(&db.begin_read().unwrap())
+}
+
+/// The table as `reader`'s snapshot has it.
+fn seen_by(reader: &ReadTransaction) -> Model {
+    let t = reader.open_table("t").unwrap();
     t.iter()
         .unwrap()
         .map(|e| e.map(|e| (e.key().to_vec(), e.value().to_vec())).unwrap())
@@ -206,13 +210,7 @@ fn a_reader_keeps_the_held_pages_it_reads_across_checkpoints() {
     let point = db.commit_point();
     assert!(point.checkpoint().unwrap());
     assert!(!point.checkpoint().unwrap(), "already durable");
-    let table = reader.open_table("t").unwrap();
-    let seen: Model = table
-        .iter()
-        .unwrap()
-        .map(|e| e.map(|e| (e.key().to_vec(), e.value().to_vec())).unwrap())
-        .collect();
-    assert_eq!(seen, at_reader, "the old snapshot changed");
+    assert_eq!(seen_by(&reader), at_reader, "the old snapshot changed");
     drop(reader);
     drop(point);
     // With the reader gone its pages are reused; the file stays sound.
@@ -347,13 +345,11 @@ fn checkpoints_beside_a_writer_and_short_lived_readers_keep_every_snapshot() {
             }
             while readers.len() > 1 || (!readers.is_empty() && rng.below(2) == 0) {
                 let (reader, at) = readers.pop_front().unwrap();
-                let t = reader.open_table("t").unwrap();
-                let seen: Model = t
-                    .iter()
-                    .unwrap()
-                    .map(|e| e.map(|e| (e.key().to_vec(), e.value().to_vec())).unwrap())
-                    .collect();
-                assert_eq!(seen, at, "a snapshot changed under its reader (commit {n})");
+                assert_eq!(
+                    seen_by(&reader),
+                    at,
+                    "a snapshot changed under its reader (commit {n})"
+                );
             }
         }
     });
