@@ -11,6 +11,7 @@ use std::fmt;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -41,14 +42,27 @@ pub trait StorageBackend: Send + Sync + fmt::Debug {
 }
 
 /// A real file.
+///
+/// Its length is read once, when it is opened, and then kept up to date by
+/// [`StorageBackend::write_at`] and [`StorageBackend::set_len`]: the file belongs to this
+/// process, and `len` is asked often (the quota check of every write), where a `statx`
+/// each time would be one system call per request. Writes made through
+/// [`StorageBackend::raw_fd`] (the WAL's io_uring path) stay within the length the file
+/// already has: WAL segments are preallocated, and a record that does not fit starts the
+/// next segment.
 #[derive(Debug)]
 pub struct FileBackend {
     file: File,
+    len: AtomicU64,
 }
 
 impl FileBackend {
-    pub fn new(file: File) -> Self {
-        Self { file }
+    pub fn new(file: File) -> io::Result<Self> {
+        let len = file.metadata()?.len();
+        Ok(Self {
+            file,
+            len: AtomicU64::new(len),
+        })
     }
 
     pub fn file(&self) -> &File {
@@ -58,7 +72,7 @@ impl FileBackend {
 
 impl StorageBackend for FileBackend {
     fn len(&self) -> io::Result<u64> {
-        Ok(self.file.metadata()?.len())
+        Ok(self.len.load(Ordering::Acquire))
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
@@ -66,7 +80,18 @@ impl StorageBackend for FileBackend {
     }
 
     fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
-        self.file.write_all_at(data, offset)
+        let end = offset
+            .checked_add(data.len() as u64)
+            .ok_or_else(too_large)?;
+        let written = self.file.write_all_at(data, offset);
+        if written.is_err() {
+            // A failed write may still have extended the file part of the way.
+            self.len
+                .store(self.file.metadata()?.len(), Ordering::Release);
+            return written;
+        }
+        self.len.fetch_max(end, Ordering::AcqRel);
+        Ok(())
     }
 
     fn sync_data(&self) -> io::Result<()> {
@@ -74,7 +99,14 @@ impl StorageBackend for FileBackend {
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        self.file.set_len(len)
+        let set = self.file.set_len(len);
+        // On failure the length is whatever the file says it is now.
+        let now = match &set {
+            Ok(()) => len,
+            Err(_) => self.file.metadata()?.len(),
+        };
+        self.len.store(now, Ordering::Release);
+        set
     }
 
     fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
@@ -450,14 +482,25 @@ mod tests {
             .truncate(true)
             .open(dir.path().join("f"))
             .unwrap();
-        let b = FileBackend::new(f);
+        let b = FileBackend::new(f).unwrap();
         b.write_at(4096, b"xyz").unwrap();
+        assert_eq!(b.len().unwrap(), 4099);
         b.sync_data().unwrap();
         let mut buf = [9u8; 3];
         b.read_at(4096, &mut buf).unwrap();
         assert_eq!(&buf, b"xyz");
+        b.write_at(100, b"ab").unwrap();
+        assert_eq!(
+            b.len().unwrap(),
+            4099,
+            "a write inside the file keeps its length"
+        );
         b.set_len(10).unwrap();
         assert_eq!(b.len().unwrap(), 10);
+        assert_eq!(b.file().metadata().unwrap().len(), 10);
         assert!(b.raw_fd().is_some());
+        // Opened again, the length comes from the file.
+        let again = FileBackend::new(b.file().try_clone().unwrap()).unwrap();
+        assert_eq!(again.len().unwrap(), 10);
     }
 }

@@ -676,8 +676,8 @@ impl Database {
             .create(true)
             .truncate(false)
             .open(path)?;
-        let empty = file.metadata()?.len() == 0;
-        let backend: Arc<dyn StorageBackend> = Arc::new(FileBackend::new(file));
+        let backend: Arc<dyn StorageBackend> = Arc::new(FileBackend::new(file)?);
+        let empty = backend.is_empty()?;
         if empty {
             Database::create(backend, opts)
         } else {

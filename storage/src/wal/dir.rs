@@ -63,7 +63,7 @@ impl WalDir for FsDir {
             .read(true)
             .write(true)
             .open(self.path.join(name))?;
-        Ok(Arc::new(FileBackend::new(f)))
+        Ok(Arc::new(FileBackend::new(f)?))
     }
 
     fn create(&self, name: &str) -> io::Result<Arc<dyn StorageBackend>> {
@@ -73,7 +73,7 @@ impl WalDir for FsDir {
             .create(true)
             .truncate(true)
             .open(self.path.join(name))?;
-        Ok(Arc::new(FileBackend::new(f)))
+        Ok(Arc::new(FileBackend::new(f)?))
     }
 
     fn rename(&self, from: &str, to: &str) -> io::Result<()> {

@@ -38,9 +38,10 @@ impl PageFile {
         {
             return Err(ToolError(format!("{} is not a file", file.display())));
         }
+        let backend = Arc::new(FileBackend::new(f).map_err(|e| io_error(file.display(), e))?);
         Ok(PageFile {
             path: file,
-            backend: Arc::new(FileBackend::new(f)),
+            backend,
             _lock: lock,
         })
     }
