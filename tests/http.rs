@@ -269,6 +269,8 @@ async fn metrics_use_etcds_names_and_the_text_format() {
     let committed = value("etcd_server_proposals_committed_total");
     let applied = value("etcd_server_proposals_applied_total");
     assert!(committed >= 3.0 && applied >= 3.0 && applied <= committed);
+    // Every put above was answered: none is still waiting for its entry.
+    assert_eq!(value("etcd_server_proposals_pending"), 0.0);
     assert!(value("etcd_mvcc_db_total_size_in_bytes") > 0.0);
     assert!(
         value("etcd_mvcc_db_total_size_in_use_in_bytes")

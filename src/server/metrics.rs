@@ -86,6 +86,11 @@ impl EtcdServer {
             "The total number of consensus proposals applied.",
             raft.applied_index.unwrap_or(0),
         );
+        out.gauge(
+            "etcd_server_proposals_pending",
+            "The current number of pending proposals to commit.",
+            self.raft.proposed() as u64,
+        );
         out.info(
             "etcd_server_id",
             "Server or member ID in hexadecimal format. 1 for 'server_id' label with current ID.",
