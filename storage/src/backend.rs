@@ -68,6 +68,15 @@ impl FileBackend {
     pub fn file(&self) -> &File {
         &self.file
     }
+
+    /// After a failed write or resize, takes the length the file has now. The caller
+    /// returns the original error either way; should even the `statx` fail, the length
+    /// stays as it was.
+    fn reread_len(&self) {
+        if let Ok(m) = self.file.metadata() {
+            self.len.store(m.len(), Ordering::Release);
+        }
+    }
 }
 
 impl StorageBackend for FileBackend {
@@ -83,13 +92,10 @@ impl StorageBackend for FileBackend {
         let end = offset
             .checked_add(data.len() as u64)
             .ok_or_else(too_large)?;
-        let written = self.file.write_all_at(data, offset);
-        if written.is_err() {
-            // A failed write may still have extended the file part of the way.
-            self.len
-                .store(self.file.metadata()?.len(), Ordering::Release);
-            return written;
-        }
+        // A failed write may still have extended the file part of the way.
+        self.file
+            .write_all_at(data, offset)
+            .inspect_err(|_| self.reread_len())?;
         self.len.fetch_max(end, Ordering::AcqRel);
         Ok(())
     }
@@ -99,14 +105,9 @@ impl StorageBackend for FileBackend {
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        let set = self.file.set_len(len);
-        // On failure the length is whatever the file says it is now.
-        let now = match &set {
-            Ok(()) => len,
-            Err(_) => self.file.metadata()?.len(),
-        };
-        self.len.store(now, Ordering::Release);
-        set
+        self.file.set_len(len).inspect_err(|_| self.reread_len())?;
+        self.len.store(len, Ordering::Release);
+        Ok(())
     }
 
     fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
